@@ -1,0 +1,191 @@
+"""Configuration dataclasses.
+
+Each config has defaults, help text in field metadata (the UI and CLI read labels from it), validation in
+``__post_init__`` that raises ConfigError naming the field, and ``to_dict`` / ``from_dict`` that carry a
+format version and ignore unknown keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, Tuple
+
+from .errors import ConfigError
+from .layers import ACTIVATIONS, CREATABLE_ACTIVATIONS, UPSAMPLE_MODES, WEIGHT_INITS
+
+CONFIG_VERSION = 1
+
+
+def help_of(cls, name: str) -> str:
+    """Help text of field ``name`` of config class ``cls``."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(name)
+
+
+class ConfigMixin:
+    """to_dict / from_dict shared by every config dataclass."""
+
+    version: ClassVar[int] = CONFIG_VERSION
+
+    def to_dict(self) -> dict:
+        out = {"config_version": self.version}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def _floats(name: str, value) -> Tuple[float, ...]:
+    if isinstance(value, str):
+        pieces = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            return tuple(float(p) for p in pieces)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not a comma-separated list of numbers, e.g. '1, 2, 1'") from None
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a list of numbers") from None
+
+
+def _ints(name: str, value) -> Tuple[int, ...]:
+    if isinstance(value, (int, str)):
+        value = str(value).split(",")
+    out = []
+    for v in value:
+        try:
+            width = int(str(v).strip())
+        except ValueError:
+            raise ConfigError(f"{name}: {v!r} is not a whole number; widths look like 768, 1024 or 320") from None
+        if width <= 0:
+            raise ConfigError(f"{name}: width {width} must be positive")
+        out.append(width)
+    if not out:
+        raise ConfigError(f"{name}: give at least one width (768 for SD1, 1024 for SD2, 2048 for SDXL)")
+    return tuple(dict.fromkeys(out))
+
+
+def dropout_from_webui(layer_structure, use_dropout: bool, last_layer_dropout: bool) -> Tuple[float, ...]:
+    """webui's rule for files that only say use_dropout/last_layer_dropout: 0.3 after each hidden layer."""
+    n = len(layer_structure)
+    if not use_dropout:
+        return (0.0,) * n
+    values = [0.0] + [0.3] * (n - 3) + [0.3 if last_layer_dropout else 0.0] + [0.0]
+    return tuple(values[:n]) if n >= 2 else (0.0,) * n
+
+
+@dataclass
+class NetworkConfig(ConfigMixin):
+    """The structure of a hypernetwork: the same fields webui and the peer extension store in their files."""
+
+    sizes: Tuple[int, ...] = field(default=(768, 320, 640, 1280), metadata={
+        "help": "Attention widths to cover: 768 (SD1), 1024 (SD2), 2048 (SDXL), 320/640/1280 (self-attention)."})
+    layer_structure: Tuple[float, ...] = field(default=(1.0, 2.0, 1.0), metadata={
+        "help": "Widths of the MLP as multiples of the input width; starts and ends with 1, e.g. 1, 2, 1."})
+    activation: str = field(default="linear", metadata={
+        "help": "Activation after each hidden layer (webui names: linear, relu, leakyrelu, elu, swish = Hardswish, "
+                "silu, gelu, mish, ...)."})
+    weight_init: str = field(default="Normal", metadata={
+        "help": "Initialisation of the linear layers: Normal, XavierUniform, XavierNormal, KaimingUniform, KaimingNormal."})
+    normal_std: float = field(default=0.01, metadata={"help": "Standard deviation of the Normal initialisation."})
+    add_layer_norm: bool = field(default=False, metadata={"help": "Add a LayerNorm after each linear layer."})
+    use_dropout: bool = field(default=False, metadata={"help": "Use dropout while training."})
+    dropout_structure: Optional[Tuple[float, ...]] = field(default=None, metadata={
+        "help": "Dropout probability after each layer, one per layer-structure entry, first and last 0, "
+                "e.g. 0, 0.1, 0. Empty: 0.3 after hidden layers, as webui does."})
+    last_layer_dropout: bool = field(default=False, metadata={
+        "help": "With the default dropout structure, also drop out after the last hidden layer."})
+    activate_output: bool = field(default=False, metadata={"help": "Apply the activation after the output layer too."})
+    skip_connection: bool = field(default=False, metadata={
+        "help": "Residual blocks inside the MLP (the peer extension's 'skip connection' networks)."})
+    upsample: Optional[str] = field(default=None, metadata={
+        "help": "How a residual block changes width: None (nearest interpolation) or 'Linear'."})
+    seed: Optional[int] = field(default=None, metadata={
+        "help": "Seed for the initial weights (a local generator; the global RNG is untouched). Empty: random."})
+    info: Optional[str] = field(default=None, metadata={"help": "Free text stored in the file (webui's optional_info)."})
+
+    # Files may carry values webui loads but we refuse to create (softmax activation, a last dropout
+    # entry above 0); readers set lenient=True. Not part of the stored structure.
+    lenient: bool = field(default=False, repr=False, compare=False, metadata={"internal": True})
+
+    def __post_init__(self):
+        self.sizes = _ints("sizes", self.sizes)
+        self.layer_structure = _floats("layer_structure", self.layer_structure)
+        ls = self.layer_structure
+        if len(ls) < 2 or ls[0] != 1 or ls[-1] != 1:
+            raise ConfigError(f"layer_structure: {list(ls)} must start and end with 1 and have at least two "
+                              "entries, e.g. 1, 2, 1")
+        if any(not math.isfinite(v) or v <= 0 for v in ls):
+            raise ConfigError(f"layer_structure: {list(ls)} has a non-positive entry; every multiplier must be > 0")
+        act = "linear" if self.activation in (None, "", "none") else str(self.activation).lower()
+        allowed = ACTIVATIONS if self.lenient else CREATABLE_ACTIVATIONS
+        if act not in allowed:
+            extra = ""
+            if act in ACTIVATIONS:
+                extra = " (webui lists it, but it cannot work as a hypernetwork activation)"
+            raise ConfigError(f"activation: {self.activation!r} is not usable{extra}; choose one of "
+                              f"{', '.join(sorted(CREATABLE_ACTIVATIONS))}")
+        self.activation = act
+        if self.weight_init not in WEIGHT_INITS:
+            raise ConfigError(f"weight_init: {self.weight_init!r} is unknown; choose one of {', '.join(WEIGHT_INITS)}")
+        if isinstance(self.normal_std, bool) or not isinstance(self.normal_std, (int, float)) \
+                or not math.isfinite(self.normal_std) or self.normal_std < 0:
+            raise ConfigError(f"normal_std: {self.normal_std!r} must be a number >= 0")
+        if self.upsample in (False, "", "None", "none"):
+            self.upsample = None
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ConfigError(f"upsample: {self.upsample!r} must be one of {list(UPSAMPLE_MODES)}")
+        self.dropout_structure = self._check_dropout()
+        self.use_dropout = bool(self.use_dropout) or any(self.dropout_structure)
+        if self.seed is not None and self.seed != "":
+            try:
+                self.seed = int(self.seed)
+            except (TypeError, ValueError):
+                raise ConfigError(f"seed: {self.seed!r} must be a whole number or empty") from None
+        else:
+            self.seed = None
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out.pop("lenient")
+        return out
+
+    def _check_dropout(self) -> Tuple[float, ...]:
+        """The dropout applied after each layer; webui's rules fill it in when it is not given."""
+        ls = self.layer_structure
+        ds = self.dropout_structure
+        if isinstance(ds, str):
+            ds = ds.strip() or None
+        if ds is None or len(ds) == 0:
+            return dropout_from_webui(ls, self.use_dropout, self.last_layer_dropout)
+        if not self.use_dropout and not self.lenient:
+            # webui's create tab ignores the structure when dropout is off.
+            return (0.0,) * len(ls)
+        ds = _floats("dropout_structure", ds)
+        if len(ds) != len(ls):
+            raise ConfigError(f"dropout_structure: {list(ds)} has {len(ds)} entries but layer_structure {list(ls)} "
+                              f"has {len(ls)}; give one probability per layer")
+        for p in ds:
+            if not (0 <= p < 1):
+                raise ConfigError(f"dropout_structure: {p} is not a probability in [0, 1)")
+        if not self.lenient and (ds[0] != 0 or ds[-1] != 0):
+            raise ConfigError(f"dropout_structure: {list(ds)} must start and end with 0 (there is no dropout "
+                              "on the input or after the output layer)")
+        return ds
+
+    @property
+    def webui_expressible(self) -> bool:
+        """True when vanilla webui v1.10.1 builds exactly this module layout from a .pt file."""
+        return not self.skip_connection
+
