@@ -27,5 +27,5 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [ "$LANE" = current ]; then export HYPERNET_EXT_TV_SHIM=1; fi
+if [ "$LANE" = current ]; then export PYTHONPATH="$PWD/tests/shims:$PYTHONPATH"; fi
 exec "$PY" -m pytest "$@"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Tuple
+from typing import ClassVar, Optional, Tuple
 
 from .errors import ConfigError
-from .layers import ACTIVATIONS, CREATABLE_ACTIVATIONS, UPSAMPLE_MODES, WEIGHT_INITS
+from .layers import ACTIVATIONS, CREATABLE_ACTIVATIONS, REFUSED_ACTIVATIONS, UPSAMPLE_MODES, WEIGHT_INITS
 
 CONFIG_VERSION = 1
 
@@ -97,7 +97,8 @@ class NetworkConfig(ConfigMixin):
         "help": "Activation after each hidden layer (webui names: linear, relu, leakyrelu, elu, swish = Hardswish, "
                 "silu, gelu, mish, ...)."})
     weight_init: str = field(default="Normal", metadata={
-        "help": "Initialisation of the linear layers: Normal, XavierUniform, XavierNormal, KaimingUniform, KaimingNormal."})
+        "help": "Initialisation of the linear layers: Normal, XavierUniform, XavierNormal, KaimingUniform, "
+                "KaimingNormal."})
     normal_std: float = field(default=0.01, metadata={"help": "Standard deviation of the Normal initialisation."})
     add_layer_norm: bool = field(default=False, metadata={"help": "Add a LayerNorm after each linear layer."})
     use_dropout: bool = field(default=False, metadata={"help": "Use dropout while training."})
@@ -113,7 +114,8 @@ class NetworkConfig(ConfigMixin):
         "help": "How a residual block changes width: None (nearest interpolation) or 'Linear'."})
     seed: Optional[int] = field(default=None, metadata={
         "help": "Seed for the initial weights (a local generator; the global RNG is untouched). Empty: random."})
-    info: Optional[str] = field(default=None, metadata={"help": "Free text stored in the file (webui's optional_info)."})
+    info: Optional[str] = field(default=None, metadata={
+        "help": "Free text stored in the file (webui's optional_info)."})
 
     # Files may carry values webui loads but we refuse to create (softmax activation, a last dropout
     # entry above 0); readers set lenient=True. Not part of the stored structure.
@@ -132,7 +134,7 @@ class NetworkConfig(ConfigMixin):
         allowed = ACTIVATIONS if self.lenient else CREATABLE_ACTIVATIONS
         if act not in allowed:
             extra = ""
-            if act in ACTIVATIONS:
+            if act in ACTIVATIONS or act in REFUSED_ACTIVATIONS:
                 extra = " (webui lists it, but it cannot work as a hypernetwork activation)"
             raise ConfigError(f"activation: {self.activation!r} is not usable{extra}; choose one of "
                               f"{', '.join(sorted(CREATABLE_ACTIVATIONS))}")

@@ -42,9 +42,12 @@ class Hypernetwork(nn.Module):
             gen = torch.Generator(device="cpu")
             gen.manual_seed(int(config.seed))
         self.layers = nn.ModuleDict()
-        for width in config.sizes:
-            self.layers[str(width)] = nn.ModuleList([HypernetworkModule(width, config, gen),
-                                                     HypernetworkModule(width, config, gen)])
+        # torch's default Linear init draws from the global RNG; fork it so creating a network never
+        # changes the caller's random stream (our own init uses only ``gen``).
+        with torch.random.fork_rng(devices=[]):
+            for width in config.sizes:
+                self.layers[str(width)] = nn.ModuleList([HypernetworkModule(width, config, gen),
+                                                         HypernetworkModule(width, config, gen)])
         self.eval()
 
     @classmethod
