@@ -1,0 +1,468 @@
+"""The data layer on tiny synthetic images and a fake encoder: captions, prompts, buckets, flips, repeats,
+latent sampling, alpha weights, the latent cache, batch(step) purity and bad data."""
+import math
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from hypernet_ext.data import DataConfig, prepare_dataset
+from hypernet_ext.data.buckets import assign_bucket, cover_crop, make_buckets
+from hypernet_ext.data.captions import (
+    caption_from_name,
+    file_words,
+    load_template,
+    make_prompt,
+    read_caption,
+    shipped_templates,
+)
+from hypernet_ext.errors import ConfigError, DataError
+
+SCALE = 0.5
+
+
+class FakeEncoder:
+    """Downsamples 8x: mean = 4 channels (RGB averages and their mean), logvar = a fixed pattern. Counts calls."""
+
+    def __init__(self):
+        self.calls = 0
+        self.images = 0
+
+    def __call__(self, pixels):
+        assert not torch.is_grad_enabled()
+        self.calls += 1
+        self.images += pixels.shape[0]
+        pooled = F.avg_pool2d(pixels, 8)
+        mean = torch.cat([pooled, pooled.mean(1, keepdim=True)], 1)
+        logvar = torch.full_like(mean, -2.0) + 0.1 * mean
+        return torch.cat([mean, logvar], 1).double()   # the data layer must make it float32
+
+
+def expected_mean(img):
+    """The fake encoder's mean for a PIL image already at its bucket size, times SCALE."""
+    pixels = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+    with torch.no_grad():
+        return FakeEncoder()(pixels[None])[0, :4].float() * SCALE
+
+
+def picture(w, h, seed=0, mode="RGB"):
+    rng = np.random.default_rng(seed)
+    channels = 4 if mode == "RGBA" else 3
+    return Image.fromarray(rng.integers(0, 256, (h, w, channels), dtype=np.uint8), mode)
+
+
+def save(folder, name, w=64, h=64, seed=0, caption=None, mode="RGB"):
+    img = picture(w, h, seed, mode)
+    img.save(folder / name)
+    if caption is not None:
+        (folder / name).with_suffix(".txt").write_text(caption, encoding="utf-8")
+    return img
+
+
+def config(folder, **fields):
+    base = dict(data_dir=str(folder), width=64, height=64, min_side=32, max_side=128, divisor=32,
+                latent_sampling="deterministic", name="zzz")
+    base.update(fields)
+    return DataConfig(**base)
+
+
+def prepare(cfg, enc=None, **kw):
+    return prepare_dataset(cfg, enc or FakeEncoder(), SCALE, **kw)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+# ----------------------------------------------------------------------------------------------- config
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(resize="crop"), "resize"),
+    (dict(latent_sampling="sometimes"), "latent_sampling"),
+    (dict(width=100), "width"),
+    (dict(height=0), "height"),
+    (dict(divisor=20), "divisor"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(repeats=-1), "repeats"),
+    (dict(flip=1.5), "flip"),
+    (dict(tag_dropout=-0.1), "tag_dropout"),
+    (dict(filename_regex="[oops"), "filename_regex"),
+    (dict(template=""), "template"),
+    (dict(min_side=512, max_side=256), "max_side"),
+    (dict(bucket_pixels=1000), "bucket_pixels"),
+    (dict(seed="x"), "seed"),
+])
+def test_bad_config_is_refused_with_the_field_named(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        DataConfig(**fields)
+
+
+def test_config_defaults_and_round_trip():
+    cfg = DataConfig(data_dir="x")
+    assert (cfg.width, cfg.height, cfg.min_side, cfg.max_side, cfg.divisor) == (512, 512, 256, 1024, 64)
+    assert cfg.pixel_budget == 512 * 512 and cfg.filename_regex == r"[\w]+" and cfg.template == "hypernetwork"
+    assert DataConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
+
+
+# ---------------------------------------------------------------------------------------------- buckets
+
+@pytest.mark.parametrize("budget, lo, hi, div", [
+    (512 * 512, 256, 1024, 64), (768 * 768, 256, 1536, 64), (1024 * 1024, 512, 2048, 64),
+    (640 * 448, 320, 960, 32), (64 * 64, 32, 128, 32), (500 * 500, 200, 900, 8),
+])
+def test_buckets_respect_budget_bounds_and_divisor(budget, lo, hi, div):
+    buckets = make_buckets(budget, lo, hi, div)
+    assert buckets == sorted(set(buckets))
+    for w, h in buckets:
+        assert w * h <= budget and lo <= w <= hi and lo <= h <= hi and w % div == 0 and h % div == 0
+        assert (h, w) in buckets   # portrait and landscape alike
+    assert any(w == h for w, h in buckets)
+    assert max(w * h for w, h in buckets) > budget * 0.75   # the budget is used, not wasted
+    # every aspect ratio gets a bucket, the closest one, and the same one every time
+    ratios = [math.exp(x) for x in np.linspace(-2.5, 2.5, 101)]
+    for r in ratios:
+        w, h = max(1, round(1000 * r)), 1000
+        b = assign_bucket(w, h, buckets)
+        assert b in buckets and b == assign_bucket(w, h, list(reversed(buckets)))
+        best = min(abs(math.log(x / y) - math.log(w / h)) for x, y in buckets)
+        assert abs(math.log(b[0] / b[1]) - math.log(w / h)) == pytest.approx(best)
+
+
+@pytest.mark.parametrize("size, bucket", [((1000, 700), (576, 448)), ((300, 900), (256, 832)), ((64, 64), (64, 64)),
+                                          ((50, 40), (64, 64)), ((1023, 511), (704, 320))])
+def test_cover_crop_covers_and_crops_the_minimum(size, bucket):
+    (rw, rh), (left, top, right, bottom) = cover_crop(*size, bucket)
+    assert rw >= bucket[0] and rh >= bucket[1] and (rw == bucket[0] or rh == bucket[1])
+    assert (right - left, bottom - top) == bucket and 0 <= left and right <= rw and 0 <= top and bottom <= rh
+    assert abs((right + left) - rw) <= 1 and abs((bottom + top) - rh) <= 1   # centred
+    assert abs(rw / rh - size[0] / size[1]) < 0.02   # aspect ratio kept
+
+
+# --------------------------------------------------------------------------------------------- captions
+
+@pytest.mark.parametrize("stem, regex, join, expected", [
+    ("00012-a cat, sitting", r"[\w]+", " ", "a cat sitting"),
+    ("00012-a cat, sitting", r"[^,]+", ",", "a cat, sitting"),
+    ("123-456 red_dog", r"[\w]+", " ", "red_dog"),
+    ("red dog (1)", r"[a-z]+", "_", "red_dog"),
+    ("12 plain name", "", " ", "plain name"),
+])
+def test_caption_from_the_file_name_follows_webui(stem, regex, join, expected):
+    assert caption_from_name(stem, regex, join) == expected
+
+
+def test_sidecar_caption_wins_over_the_file_name(folder):
+    save(folder, "0001-ignored name.png", caption="  a red fox,\nsnow \n")
+    save(folder, "0002-fox in snow.jpg")
+    assert read_caption(folder / "0001-ignored name.png") == "a red fox, snow"
+    assert read_caption(folder / "0002-fox in snow.jpg") == "fox in snow"
+    ds = prepare(config(folder))
+    assert sorted(s.caption for s in ds.samples) == ["a red fox, snow", "fox in snow"]
+
+
+def test_shipped_templates_and_template_files(tmp_path):
+    assert {"hypernetwork", "none", "captions_only", "style", "style_filewords", "subject",
+            "subject_filewords"} <= set(shipped_templates())
+    for name in shipped_templates():
+        assert load_template(name)
+    assert all("[filewords]" in line for line in load_template("hypernetwork"))
+    own = tmp_path / "mine.txt"
+    own.write_text("one [name]\n\n  two [filewords]  \n", encoding="utf-8")
+    assert load_template(str(own)) == ["one [name]", "two [filewords]"]
+    with pytest.raises(DataError, match="shipped templates are"):
+        load_template("no_such_template")
+    (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no prompt lines"):
+        load_template(str(tmp_path / "empty.txt"))
+
+
+def test_tag_dropout_and_shuffle_statistics():
+    caption = ", ".join(f"t{i}" for i in range(10))
+    rng = random.Random(1)
+    kept, firsts = 0, Counter()
+    for _ in range(2000):
+        tags = file_words(caption, shuffle=True, dropout=0.3, rng=rng).split(", ")
+        tags = [t for t in tags if t]
+        kept += len(tags)
+        if tags:
+            firsts[tags[0]] += 1
+        assert len(set(tags)) == len(tags) and set(tags) <= {f"t{i}" for i in range(10)}
+    assert kept / 20000 == pytest.approx(0.7, abs=0.02)
+    assert len(firsts) == 10 and min(firsts.values()) > 100   # every tag leads sometimes
+    assert file_words(caption, shuffle=False, dropout=0.0, rng=rng) == caption
+    in_order = file_words(caption, shuffle=False, dropout=0.5, rng=rng).split(", ")
+    assert in_order == sorted(in_order, key=lambda t: int(t[1:]))   # dropout alone keeps the order
+
+
+def test_prompt_fills_name_and_filewords():
+    rng = random.Random(0)
+    assert make_prompt(["[name] by [filewords]"], "zzz", "a, b", False, 0.0, rng) == "zzz by a, b"
+
+
+def test_template_line_is_fresh_per_sample_with_name_and_filewords(folder, tmp_path):
+    save(folder, "a.png", caption="red, green, blue")
+    lines = [f"line{i} [name] [filewords]" for i in range(8)]
+    (tmp_path / "t.txt").write_text("\n".join(lines), encoding="utf-8")
+    ds = prepare(config(folder, template=str(tmp_path / "t.txt"), shuffle_tags=True, tag_dropout=0.2))
+    prompts = [ds.batch(k).prompts[0] for k in range(200)]
+    assert {p.split()[0] for p in prompts} == {f"line{i}" for i in range(8)}   # one image, every line used
+    assert all(p.split()[1] == "zzz" and "[" not in p for p in prompts)
+    words = Counter(p.split(" ", 2)[2] for p in prompts)
+    assert len(words) > 6   # tags shuffled and dropped anew each time
+    assert any(w.startswith("blue") for w in words) and any(w.startswith("red") for w in words)
+
+
+# ------------------------------------------------------------------------------------ batches and epochs
+
+def mixed_folder(folder):
+    sizes = [(64, 64), (64, 64), (64, 64), (128, 64), (128, 64), (120, 60), (64, 128), (60, 128), (96, 96)]
+    for i, (w, h) in enumerate(sizes):
+        save(folder, f"img{i}.png", w, h, seed=i, caption=f"tag{i}")
+    return len(sizes)
+
+
+def test_batches_hold_one_bucket_so_mixed_shapes_train_with_batch_size_above_1(folder):
+    n = mixed_folder(folder)
+    ds = prepare(config(folder, batch_size=2))
+    assert len(ds) == n and len(ds.buckets) == 3
+    assert ds.summary.buckets == {(64, 64): 4, (96, 32): 3, (32, 96): 2}
+    assert ds.steps_per_epoch == 2 + 2 + 1
+    seen = Counter()
+    for k in range(ds.steps_per_epoch):
+        b = ds.batch(k)
+        assert 1 <= len(b) <= 2 and b.latents.dtype == torch.float32 and b.latents.device.type == "cpu"
+        buckets = {s.bucket for s in ds.samples if s.path in b.paths}
+        assert len(buckets) == 1
+        w, h = buckets.pop()
+        assert b.latents.shape == (len(b), 4, h // 8, w // 8)
+        seen.update(b.paths)
+    assert sorted(seen.values()) == [1] * n   # one epoch = every image once
+    assert sum(len(ds.batch(k)) for k in range(ds.steps_per_epoch)) == n
+
+
+def test_repeats_multiply_the_epoch(folder):
+    n = mixed_folder(folder)
+    one, three = prepare(config(folder, batch_size=1)), prepare(config(folder, batch_size=1, repeats=3))
+    assert three.steps_per_epoch == 3 * one.steps_per_epoch == 3 * n
+    seen = Counter(p for k in range(three.steps_per_epoch) for p in three.batch(k).paths)
+    assert set(seen.values()) == {3}
+    two = prepare(config(folder, batch_size=2, repeats=2))
+    seen = Counter(p for k in range(two.steps_per_epoch) for p in two.batch(k).paths)
+    assert set(seen.values()) == {2} and len(seen) == n
+
+
+def test_epochs_are_reshuffled(folder):
+    mixed_folder(folder)
+    ds = prepare(config(folder))
+    orders = {tuple(p for k in range(e * ds.steps_per_epoch, (e + 1) * ds.steps_per_epoch)
+                    for p in ds.batch(k).paths) for e in range(4)}
+    assert len(orders) > 1
+
+
+def test_batch_of_a_step_is_a_pure_function_of_seed_and_step(folder):
+    mixed_folder(folder)
+    cfg = config(folder, batch_size=2, flip=0.5, shuffle_tags=True, tag_dropout=0.3, latent_sampling="random",
+                 repeats=2)
+    a, b = prepare(cfg), prepare(cfg)
+    steps = [0, 1, 5, 17, 3, 40, 5]
+    straight = {k: a.batch(k) for k in range(41)}
+    for k in steps:   # out of order, repeated, and from a fresh data set: all the same
+        for other in (a.batch(k), b.batch(k)):
+            ref = straight[k]
+            assert other.prompts == ref.prompts and other.paths == ref.paths and other.flipped == ref.flipped
+            assert torch.equal(other.latents, ref.latents)
+    resumed = list(b.iter_batches(17, 20))
+    assert [x.step for x in resumed] == [17, 18, 19]
+    assert all(torch.equal(x.latents, straight[x.step].latents) for x in resumed)
+    c = prepare(cfg.replace(seed=1))
+    assert any(c.batch(k).paths != a.batch(k).paths or c.batch(k).prompts != a.batch(k).prompts for k in range(5))
+    with pytest.raises(ValueError):
+        a.batch(-1)
+
+
+# -------------------------------------------------------------------------------------- latents and flips
+
+def test_fixed_mode_stretches_to_width_x_height(folder):
+    save(folder, "wide.png", 128, 64)
+    img = save(folder, "square.png", 96, 96, seed=3)
+    ds = prepare(config(folder, resize="fixed", width=64, height=32))
+    assert ds.buckets == [(64, 32)]
+    sq = next(s for s in ds.samples if s.path.endswith("square.png"))
+    assert torch.allclose(sq.latents[0].mean * SCALE, expected_mean(img.resize((64, 32), Image.BICUBIC)), atol=1e-5)
+
+
+@pytest.mark.parametrize("w, h", [(64, 64), (128, 64), (160, 64)])
+def test_flip_encodes_the_mirrored_image(folder, w, h):
+    img = save(folder, "a.png", w, h, seed=5)
+    enc = FakeEncoder()
+    ds = prepare(config(folder, flip=1.0, max_side=256), enc)
+    assert enc.images == 2   # the image and its mirror image, each encoded once
+    (bw, bh), = ds.buckets
+    fitted = img if (w, h) == (bw, bh) else None
+    if fitted is None:
+        (rw, rh), box = cover_crop(w, h, (bw, bh))
+        fitted = img.resize((rw, rh), Image.BICUBIC).crop(box)
+    mirrored = fitted.transpose(Image.FLIP_LEFT_RIGHT)
+    for k in range(3):
+        b = ds.batch(k)
+        assert b.flipped == [True]
+        assert torch.allclose(b.latents[0], expected_mean(mirrored), atol=1e-5)
+    plain = prepare(config(folder, flip=0.0, max_side=256))
+    assert torch.allclose(plain.batch(0).latents[0], expected_mean(fitted), atol=1e-5)
+    half = prepare(config(folder, flip=0.5, max_side=256))
+    flips = [half.batch(k).flipped[0] for k in range(200)]
+    assert 60 < sum(flips) < 140
+
+
+def test_latent_sampling_modes(folder):
+    img = save(folder, "a.png", seed=2)
+    mean = expected_mean(img)
+    det = prepare(config(folder, latent_sampling="deterministic"))
+    assert all(torch.allclose(det.batch(k).latents[0], mean, atol=1e-6) for k in range(3))
+    once = prepare(config(folder, latent_sampling="once"))
+    first = once.batch(0).latents[0]
+    assert not torch.allclose(first, mean, atol=1e-3)
+    assert all(torch.equal(once.batch(k).latents[0], first) for k in range(1, 5))   # same sample every epoch
+    assert torch.equal(prepare(config(folder, latent_sampling="once")).batch(3).latents[0], first)
+    rnd = prepare(config(folder, latent_sampling="random"))
+    draws = torch.stack([rnd.batch(k).latents[0] for k in range(300)])
+    assert len({d.sum().item() for d in draws}) == 300   # a fresh sample each step
+    std = torch.exp(0.5 * (-2.0 + 0.1 * mean / SCALE)) * SCALE
+    assert torch.allclose(draws.mean(0), mean, atol=5 * float(std.max()) / 300 ** 0.5)
+    assert torch.allclose(draws.std(0), std, rtol=0.25)
+
+
+def test_encode_output_is_moved_to_cpu_float32_and_checked(folder):
+    save(folder, "a.png")
+    ds = prepare(config(folder))
+    assert ds.samples[0].latents[0].mean.dtype == torch.float32
+    with pytest.raises(DataError, match="expected VAE moments"):
+        prepare(config(folder), lambda px: px[:, :3])
+
+
+# ------------------------------------------------------------------------------------------ alpha weights
+
+def test_alpha_channel_becomes_a_loss_weight_with_mean_1(folder):
+    rgba = picture(64, 64, 1, "RGBA")
+    alpha = np.zeros((64, 64), dtype=np.uint8)
+    alpha[:, 32:] = 255   # right half opaque
+    rgba.putalpha(Image.fromarray(alpha))
+    rgba.save(folder / "cut.png")
+    save(folder, "plain.png", seed=2)
+    ds = prepare(config(folder, use_alpha_weight=True, flip=1.0, batch_size=2))
+    b = ds.batch(0)
+    assert b.weights.shape == (2, 1, 8, 8)
+    cut = b.paths.index(str(folder / "cut.png"))
+    w = b.weights[cut, 0]
+    assert torch.allclose(w.mean(), torch.tensor(1.0)) and torch.all(w[:, 4:] == 0) and torch.all(w[:, :4] == 2)
+    assert torch.equal(b.weights[1 - cut], torch.ones(1, 8, 8))   # no alpha: weight 1
+    unflipped = next(s for s in ds.samples if s.path.endswith("cut.png")).weight[0]
+    assert torch.all(unflipped[:, :4] == 0) and torch.all(unflipped[:, 4:] == 2)
+    assert prepare(config(folder)).batch(0).weights is None
+
+
+def test_fully_transparent_image_is_skipped_with_alpha_weights(folder):
+    rgba = picture(64, 64, 1, "RGBA")
+    rgba.putalpha(0)
+    rgba.save(folder / "ghost.png")
+    save(folder, "plain.png")
+    ds = prepare(config(folder, use_alpha_weight=True))
+    assert len(ds) == 1 and ds.summary.skipped == {"fully transparent": [str(folder / "ghost.png")]}
+    assert len(prepare(config(folder))) == 2
+
+
+# ------------------------------------------------------------------------------------------------ cache
+
+def test_cache_hit_calls_encode_zero_times(folder, tmp_path):
+    mixed_folder(folder)
+    cache = tmp_path / "cache"
+    cfg = config(folder, cache_dir=str(cache), flip=0.5, latent_sampling="once", batch_size=2)
+    first_enc, second_enc = FakeEncoder(), FakeEncoder()
+    first = prepare(cfg, first_enc, model_id="m1")
+    assert first_enc.images == 2 * len(first) and first.summary.encoded == 2 * len(first)
+    assert not [p for p in cache.iterdir() if p.suffix != ".pt"]   # no temp files left behind
+    second = prepare(cfg, second_enc, model_id="m1")
+    assert second_enc.calls == 0 and second.summary.from_cache == 2 * len(second)
+    for k in range(12):
+        assert torch.equal(first.batch(k).latents, second.batch(k).latents)
+        assert first.batch(k).prompts == second.batch(k).prompts
+    other = FakeEncoder()
+    prepare(cfg, other, model_id="m2")   # another model: encode again
+    assert other.images == 2 * len(first)
+    bigger = FakeEncoder()
+    prepare(cfg.replace(resize="fixed", width=96, height=96), bigger, model_id="m1")
+    assert bigger.images == 2 * len(first)
+
+
+def test_damaged_cache_file_is_ignored_and_rewritten(folder, tmp_path):
+    save(folder, "a.png")
+    cfg = config(folder, cache_dir=str(tmp_path / "cache"))
+    prepare(cfg)
+    (path,) = (tmp_path / "cache").iterdir()
+    path.write_bytes(b"not a torch file")
+    enc = FakeEncoder()
+    prepare(cfg, enc)
+    assert enc.images == 1
+    enc = FakeEncoder()
+    prepare(cfg, enc)
+    assert enc.calls == 0
+
+
+# --------------------------------------------------------------------------------------------- bad data
+
+def test_unreadable_and_too_small_images_are_skipped_and_counted(folder):
+    save(folder, "good.png")
+    save(folder, "tiny.png", 20, 30)
+    save(folder, "thin.png", 24, 64)   # one side long enough: kept
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (folder / "notes.md").write_text("hello")
+    good = folder / "good.png"
+    truncated = folder / "truncated.jpg"
+    picture(64, 64).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:len(truncated.read_bytes()) * 3 // 5])  # header intact
+    progress = []
+    ds = prepare(config(folder), progress=lambda done, total: progress.append((done, total)))
+    s = ds.summary
+    assert s.found == 5 and s.used == 2 and s.ignored_files == 1 and s.skipped_count == 3
+    assert s.skipped["too small"] == [str(folder / "tiny.png")]
+    assert sorted(s.skipped["unreadable"]) == [str(folder / "broken.png"), str(truncated)]
+    assert sorted(ds.batch(k).paths[0] for k in range(2)) == [str(good), str(folder / "thin.png")]
+    assert progress[-1] == (3, 3) and "5 images found" in str(s)
+
+
+def test_missing_empty_and_unusable_folders_raise_before_encoding(folder, tmp_path):
+    enc = FakeEncoder()
+    with pytest.raises(DataError, match="does not exist"):
+        prepare(config(tmp_path / "nope"), enc)
+    with pytest.raises(DataError, match="no folder given"):
+        prepare(config(""), enc)
+    with pytest.raises(DataError, match="no images in"):
+        prepare(config(folder), enc)
+    (folder / "readme.txt").write_text("x")
+    save(folder, "small.png", 16, 16)
+    (folder / "bad.jpg").write_bytes(b"nope")
+    with pytest.raises(DataError, match="no usable image") as info:
+        prepare(config(folder), enc)
+    assert "1 too small" in str(info.value) and "1 unreadable" in str(info.value)
+    assert enc.calls == 0
+
+
+def test_recursive_search_and_hidden_files(folder):
+    (folder / "sub").mkdir()
+    (folder / ".hidden").mkdir()
+    save(folder, "top.png")
+    save(folder / "sub", "inner.webp")
+    save(folder / ".hidden", "secret.png")
+    save(folder, "x.bmp", seed=4)
+    assert len(prepare(config(folder))) == 2
+    ds = prepare(config(folder, recursive=True))
+    assert sorted(s.path for s in ds.samples) == sorted(str(p) for p in
+                                                        (folder / "top.png", folder / "sub" / "inner.webp",
+                                                         folder / "x.bmp"))
