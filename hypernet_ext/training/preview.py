@@ -1,0 +1,95 @@
+"""Small pictures of a run without a UI: a deterministic DDIM sampler over any HostModel, image grids, and a
+loss plot drawn with PIL (no matplotlib). The sampler uses the host's predict, noise schedule and
+parameterisation (eps or v), draws its start noise from a local generator, and takes no guidance.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from PIL import Image, ImageDraw
+
+from .step import autocast
+
+
+@torch.no_grad()
+def ddim_sample(host, prompts: Sequence[str], latent_hw: Tuple[int, int], steps: int = 10, seed: int = 0,
+                channels: int = 4, autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Scaled latents (B, C, h, w) for ``prompts`` after ``steps`` deterministic DDIM steps (eta 0)."""
+    alphas = host.alphas_cumprod.double()
+    total = len(alphas)
+    timesteps = torch.linspace(total - 1, 0, steps).round().long().tolist()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((len(prompts), channels) + tuple(latent_hw), generator=gen, dtype=torch.float64)
+    cond = host.encode_prompts(list(prompts))
+    for i, t in enumerate(timesteps):
+        a_t = alphas[t]
+        a_prev = alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0, dtype=torch.float64)
+        t_batch = torch.full((len(prompts),), t, dtype=torch.long)
+        with autocast(host.device, autocast_dtype):
+            out = host.predict(x.float(), t_batch, cond)
+        out = out.double().cpu()
+        if host.parameterization == "v":
+            x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * out
+            eps = (1 - a_t).sqrt() * x + a_t.sqrt() * out
+        else:
+            eps = out
+            x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+    return x.float()
+
+
+def to_images(pixels: torch.Tensor) -> List[Image.Image]:
+    """PIL images from pixels (B, 3, H, W) in [-1, 1]."""
+    array = ((pixels.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a.permute(1, 2, 0).numpy(), "RGB") for a in array]
+
+
+def image_grid(rows: Sequence[Sequence[Image.Image]], labels: Sequence[str] = (), scale: int = 2,
+               pad: int = 4) -> Image.Image:
+    """Rows of equally sized images in one picture, each row with an optional label on its left."""
+    width, height = rows[0][0].size
+    width, height = width * scale, height * scale
+    label_w = 8 + 7 * max((len(s) for s in labels), default=0) if labels else 0
+    columns = max(len(r) for r in rows)
+    grid = Image.new("RGB", (label_w + columns * (width + pad) + pad, len(rows) * (height + pad) + pad), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, row in enumerate(rows):
+        top = pad + r * (height + pad)
+        if r < len(labels):
+            draw.text((4, top + height // 2 - 6), labels[r], fill="black")
+        for c, image in enumerate(row):
+            grid.paste(image.resize((width, height), Image.NEAREST), (label_w + pad + c * (width + pad), top))
+    return grid
+
+
+def loss_plot(steps: Sequence[float], losses: Sequence[float], size: Tuple[int, int] = (640, 360),
+              title: str = "loss") -> Image.Image:
+    """Loss per step (grey) and its running mean (blue) on linear axes, with min/max labels."""
+    width, height = size
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    points = [(s, v) for s, v in zip(steps, losses) if math.isfinite(v)]
+    left, right, top, bottom = 60, width - 16, 28, height - 32
+    draw.rectangle((left, top, right, bottom), outline="black")
+    draw.text((left, 8), title, fill="black")
+    if not points:
+        draw.text((left + 8, top + 8), "no finite loss values", fill="black")
+        return image
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1e-6
+
+    def place(x, y):
+        return (left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top))
+
+    draw.line([place(x, y) for x, y in points], fill=(170, 170, 170), width=1)
+    window = max(1, len(points) // 10)
+    smooth = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1]) for i in range(len(ys))]
+    draw.line([place(x, y) for x, y in zip(xs, smooth)], fill=(30, 90, 200), width=2)
+    draw.text((4, top - 4), f"{y1:.4g}", fill="black")
+    draw.text((4, bottom - 8), f"{y0:.4g}", fill="black")
+    draw.text((left, bottom + 6), f"step {x0:g}", fill="black")
+    draw.text((right - 70, bottom + 6), f"step {x1:g}", fill="black")
+    return image

@@ -1,0 +1,259 @@
+"""The training loop: a hypernetwork on a frozen host model, from a prepared data set, to checkpoint files.
+
+Talks to the model only through HostModel and to the caller only through Callbacks. Per step: learning rate
+and clip value from the schedule (pure functions of the step), one StepRunner step, the loss log, progress,
+then a checkpoint and a preview when due. Non-finite steps are skipped; too many in a row stop the run.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from .. import checkpoint as ckpt
+from ..attach import attach
+from ..errors import TrainingError
+from ..host import Callbacks
+from ..optim import build_optimizer, optimizer_eval_mode, optimizer_train_mode, set_lr
+from ..schedules import LRSchedule
+from .config import TrainConfig
+from .logs import TrainingLog
+from .recompute import enable_gradient_checkpointing
+from .resume import restore, resume_state
+from .step import StepOutcome, StepRunner, resolve_precision
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run did and wrote."""
+    step: int                                   # steps the network has done at the end
+    final_path: Optional[str] = None            # <out>/<name>.pt (None when nothing was trained)
+    checkpoints: List[str] = field(default_factory=list)   # every .pt written, in order
+    skipped_steps: int = 0
+    interrupted: bool = False
+    last_loss: Optional[float] = None
+    losses: List[float] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains ``network`` on ``dataset`` through ``host``; ``train()`` runs (or resumes) the whole job."""
+
+    def __init__(self, host, network, dataset, config: TrainConfig, callbacks: Optional[Callbacks] = None):
+        self.host = host
+        self.network = network
+        self.dataset = dataset
+        self.config = config
+        self.callbacks = callbacks or Callbacks()
+        self.name = config.name or network.name
+        if not self.name:
+            raise TrainingError("the run has no name: set TrainConfig.name (it names the checkpoint files)")
+        self.out_dir = Path(config.out_dir)
+        self.schedule = LRSchedule.from_config(config.schedule, config.steps)
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.runner: Optional[StepRunner] = None
+        self.result = TrainResult(step=int(network.step))
+        self._last_checkpoint: Optional[str] = None
+
+    def message(self, text: str, warning: bool = False) -> None:
+        """Tell the user: the log and callbacks.on_message."""
+        (logger.warning if warning else logger.info)("%s", text)
+        self.callbacks.on_message(text)
+
+    # ---- set-up ----
+
+    def _setup(self) -> None:
+        host, network, config = self.host, self.network, self.config
+        device = torch.device(host.device)
+        precision, dtype, note = resolve_precision(config.mixed_precision, device)
+        if note:
+            self.message(note, warning=True)
+        host.freeze()
+        network.to(device=device, dtype=torch.float32)
+        network.train()
+        params = list(network.parameters())
+        for param in params:
+            param.requires_grad_(True)
+        network.name = self.name
+        network.sd_checkpoint = getattr(host, "model_hash", None) or network.sd_checkpoint
+        network.sd_checkpoint_name = getattr(host, "model_name", None) or network.sd_checkpoint_name
+        start = min(int(network.step), self.schedule.max_steps - 1)
+        self.optimizer = build_optimizer(params, config.optimizer, lr=self.schedule.lr_at(start))
+        self.runner = StepRunner(host, params, self.optimizer, precision, dtype, config.grad_accum, config.seed,
+                                 config.min_snr_gamma, config.noise_offset, self.schedule.clip_mode)
+
+    def _restore(self, resume_from) -> None:
+        for text, warning in restore(self, resume_from):
+            self.message(text, warning)
+
+    # ---- the job ----
+
+    def train(self, resume_from=None) -> TrainResult:
+        """Train until ``config.steps`` (or the schedule's end); ``resume_from``: the checkpoint ``network`` was
+        loaded from, whose ``.optim`` gives optimizer, scaler, RNG and data state (any problem: a warning and a
+        fresh optimizer). Returns what was done; raises TrainingError when the run diverges."""
+        end = self.schedule.end_step
+        if self.schedule.end_message:
+            self.message(self.schedule.end_message)
+        if self.network.step >= end:
+            self.message(f"{self.name} has already trained {self.network.step} steps; the run ends at step {end}. "
+                         "Raise steps (or extend the schedule) to train further.")
+            return self.result
+        if resume_from is not None:
+            self._last_checkpoint = str(resume_from)
+        self._setup()
+        try:
+            if resume_from is not None:
+                self._restore(resume_from)
+            self._run(end)
+            self.result.final_path = str(self._save(final=True))
+        finally:
+            self._finish_network()
+        return self.result
+
+    def _run(self, end: int) -> None:
+        """The loop with the network attached (and checkpointing on); raises TrainingError when it diverged."""
+        optimizer_train_mode(self.optimizer)
+        root = self.host.attention_root()
+        # the context cache shares one transformed context between blocks; recomputed blocks must not share
+        handles = [attach(root, [(self.network, 1.0)], cache=not self.config.grad_checkpointing)]
+        log = TrainingLog(self.out_dir, self.config.log_every, self.config.tensorboard)
+        try:
+            if self.config.grad_checkpointing:
+                handles.append(enable_gradient_checkpointing(root))
+            diverged = self._loop(end, log)
+        except KeyboardInterrupt:
+            self.result.interrupted = True
+            self.optimizer.zero_grad(set_to_none=True)
+            self.message(f"interrupted at step {self.network.step}; saving")
+            diverged = None
+        finally:
+            for handle in reversed(handles):
+                handle.remove()
+            log.close()
+        if diverged is not None:
+            raise diverged
+
+    def _loop(self, end: int, log: TrainingLog) -> Optional[TrainingError]:
+        bad_streak = 0
+        started, first = time.monotonic(), self.network.step
+        while self.network.step < end:
+            if self.callbacks.should_stop():
+                self.result.interrupted = True
+                self.message(f"stop requested at step {self.network.step}; saving")
+                break
+            index = self.network.step
+            outcome = self._step(index)
+            self.network.step = step = index + 1
+            self._report(outcome, log, started, first, end)
+            if outcome.skipped:
+                bad_streak += 1
+                self.result.skipped_steps += 1
+                self.message(f"step {step}: {outcome.skipped} (loss {outcome.loss}); skipped, no update "
+                             f"({bad_streak} in a row, {self.result.skipped_steps} in this run)", warning=True)
+                if bad_streak >= self.config.max_bad_steps:
+                    return self._diverged(bad_streak, step)
+            else:
+                bad_streak = 0
+            if self.config.save_every and step % self.config.save_every == 0:
+                if bad_streak:   # the weights are those of the last good step; keep that step's file the last
+                    self.message(f"no snapshot for step {step}: the step was skipped")
+                else:
+                    self._save(final=False)
+            if self.config.preview_every and step % self.config.preview_every == 0:
+                self._preview(step)
+        return None
+
+    def _step(self, index: int) -> StepOutcome:
+        lr = self.schedule.lr_at(index)
+        set_lr(self.optimizer, lr)
+        accum = self.config.grad_accum
+        batches = [self.dataset.batch(index * accum + micro) for micro in range(accum)]
+        return self.runner.run(index, batches, self.schedule.clip_at(index))
+
+    def _report(self, outcome: StepOutcome, log: TrainingLog, started: float, first: int, end: int) -> None:
+        step = self.network.step
+        lr = self.schedule.lr_at(step - 1)
+        position = (step - 1) * self.config.grad_accum
+        epoch, epoch_step = divmod(position, self.dataset.steps_per_epoch)
+        log.write(step, epoch, epoch_step + 1, outcome.loss, lr, outcome.grad_norm, outcome.skipped)
+        self.result.step = step
+        self.result.losses.append(outcome.loss)
+        if math.isfinite(outcome.loss):
+            self.result.last_loss = outcome.loss
+        elapsed = time.monotonic() - started
+        eta = elapsed / (step - first) * (end - step) if step > first else None
+        self.callbacks.on_progress(step, end, outcome.loss if math.isfinite(outcome.loss) else None, lr, eta)
+
+    def _diverged(self, streak: int, step: int) -> TrainingError:
+        last = self._last_checkpoint
+        keep = (f"The last good checkpoint is {last}; it was left as it was." if last else
+                "No checkpoint was written in this run and nothing was overwritten.")
+        text = (f"training stopped at step {step}: {streak} steps in a row had a non-finite loss or gradient and "
+                f"were skipped. {keep} Lower the learning rate, turn on gradient clipping (clip mode norm) or "
+                "use mixed precision 'no', then resume from that checkpoint.")
+        self.message(text, warning=True)
+        error = TrainingError(text)
+        error.checkpoint = last
+        return error
+
+    # ---- files and previews ----
+
+    def _save(self, final: bool) -> Path:
+        step = self.network.step
+        path = self.out_dir / (f"{self.name}.pt" if final else f"{self.name}-{step}.pt")
+        optimizer_eval_mode(self.optimizer)
+        self.network.eval()
+        self.network.extra["training"] = {"train": self.config.to_dict(), "data": _data_dict(self.dataset)}
+        try:
+            written = ckpt.save_checkpoint(self.network, path, self.optimizer if self.config.save_optimizer else None,
+                                           self.config.optimizer.name, resume_state(self))
+            if final and self.config.save_safetensors:
+                from .. import formats
+                formats.save(self.network, path.with_suffix(".safetensors"))
+        except (OSError, RuntimeError, ValueError) as err:
+            keep = f"; the last checkpoint {self._last_checkpoint} is intact" if self._last_checkpoint else ""
+            raise TrainingError(f"saving {path} failed ({err}){keep}. Free disk space or choose another out_dir, "
+                                "then resume.") from err
+        finally:
+            self.network.train()
+            optimizer_train_mode(self.optimizer)
+        self._last_checkpoint = str(written)
+        self.result.checkpoints.append(str(written))
+        self.callbacks.on_checkpoint(str(written), step)
+        logger.info("saved %s (step %d)", written, step)
+        return written
+
+    def _preview(self, step: int) -> None:
+        optimizer_eval_mode(self.optimizer)
+        self.network.eval()
+        try:
+            with torch.random.fork_rng(devices=_cuda_devices(self.host.device)):
+                self.callbacks.on_preview(step, self.network)
+        finally:
+            self.network.train()
+            optimizer_train_mode(self.optimizer)
+
+    def _finish_network(self) -> None:
+        self.network.eval()
+        for param in self.network.parameters():
+            param.requires_grad_(False)
+            param.grad = None
+
+
+def _cuda_devices(device) -> list:
+    device = torch.device(device)
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _data_dict(dataset) -> dict:
+    config = getattr(dataset, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else {}
