@@ -1,0 +1,71 @@
+"""Shared fixtures: the tiny SD1-like ldm LatentDiffusion (real FrozenCLIPEmbedder with an offline tokenizer,
+small AutoencoderKL, tiny UNet), built once per session, and a small captioned image folder encoded with it.
+
+The CLIP folder is built in a session temporary folder, or in $HYPERNET_EXT_CACHE when that is set (faster
+reruns). Tests must not change base weights; training freezes them and removes its hooks.
+"""
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """The cache root the tiny model's CLIP folder lives in (pass it to subprocesses as HYPERNET_EXT_CACHE)."""
+    env = os.environ.get("HYPERNET_EXT_CACHE")
+    return env if env else str(tmp_path_factory.mktemp("hypernet-ext-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm(tiny_cache):
+    """The demo's tiny eps-prediction LatentDiffusion (seed 0): the same weights in every process."""
+    pytest.importorskip("ldm")
+    from hypernet_ext.standalone.demo import build_tiny_ldm
+
+    return build_tiny_ldm(parameterization="eps", seed=0, root=tiny_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm_v(tiny_cache):
+    """The same tiny model in v-prediction mode (SD2's parameterisation)."""
+    pytest.importorskip("ldm")
+    from hypernet_ext.standalone.demo import build_tiny_ldm
+
+    return build_tiny_ldm(parameterization="v", seed=0, root=tiny_cache)
+
+
+@pytest.fixture
+def ldm_host(tiny_ldm):
+    from hypernet_ext.standalone.ldm_host import LdmHost
+
+    return LdmHost(tiny_ldm, model_name="tiny-sd1", model_hash="tinysd1-v1")
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory):
+    """Four 32x32 images of coloured shapes with sidecar captions."""
+    from hypernet_ext.standalone.demo import make_shapes_dataset
+
+    folder = tmp_path_factory.mktemp("shapes")
+    make_shapes_dataset(folder, count=4, seed=0, sizes=[(32, 32)])
+    return folder
+
+
+def small_data_config(folder, **changes):
+    """Fixed 32x32 images (4x4 latents), batch 2, flips: cheap and still exercising the data options."""
+    from hypernet_ext.data import DataConfig
+
+    fields = dict(data_dir=str(folder), template="captions_only", resize="fixed", width=32, height=32,
+                  min_side=16, batch_size=2, flip=0.5, seed=0)
+    fields.update(changes)
+    return DataConfig(**fields)
+
+
+@pytest.fixture(scope="session")
+def shapes_dataset(tiny_ldm, shapes_dir):
+    """shapes_dir encoded by the tiny model's VAE (a LatentDataset; batch(step) is pure)."""
+    from hypernet_ext.data import prepare_dataset
+    from hypernet_ext.standalone.ldm_host import LdmHost
+
+    host = LdmHost(tiny_ldm)
+    return prepare_dataset(small_data_config(shapes_dir), host.encode_images, host.scale_factor, model_id="tiny")

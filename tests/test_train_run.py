@@ -1,0 +1,203 @@
+"""End-to-end runs on the tiny ldm model: exactly the expected files, a frozen base, gradient checkpointing,
+gradient accumulation, non-finite steps (skipped, then a stop at the last good checkpoint), stop requests and
+Ctrl-C, and previews through the callbacks."""
+import math
+
+import pytest
+import torch
+
+from hypernet_ext import create, formats
+from hypernet_ext.attach import is_attached
+from hypernet_ext.checkpoint import STATE_KEY, optim_path
+from hypernet_ext.errors import TrainingError
+from hypernet_ext.fileio import short_hash
+from hypernet_ext.host import Callbacks
+from hypernet_ext.training import TrainConfig, Trainer
+from hypernet_ext.training.logs import read_loss_csv
+
+pytest.importorskip("ldm")
+
+
+def small_net(seed=0, **fields):
+    fields = dict(dict(sizes=(32, 64, 768), layer_structure=(1, 0.25, 1), activation="relu", seed=seed), **fields)
+    return create(name="hn", **fields)
+
+
+class Recorder(Callbacks):
+    def __init__(self, stop_at=None, interrupt_at=None):
+        self.stop_at, self.interrupt_at = stop_at, interrupt_at
+        self.steps, self.messages, self.previews, self.checkpoints = [], [], [], []
+
+    def on_progress(self, step, total, loss, lr, eta_s):
+        self.steps.append(step)
+        if step == self.interrupt_at:
+            raise KeyboardInterrupt
+
+    def on_checkpoint(self, path, step):
+        self.checkpoints.append((path, step))
+
+    def on_preview(self, step, network):
+        assert not network.training
+        self.previews.append(step)
+
+    def on_message(self, text):
+        self.messages.append(text)
+
+    def should_stop(self):
+        return self.stop_at is not None and bool(self.steps) and self.steps[-1] >= self.stop_at
+
+
+def train(host, dataset, out, network=None, callbacks=None, resume_from=None, **fields):
+    fields = dict(dict(name="hn", out_dir=str(out), steps=6, save_every=0, tensorboard=False,
+                       schedule={"learn_rate": "1e-3"}), **fields)
+    network = network if network is not None else small_net()
+    return Trainer(host, network, dataset, TrainConfig(**fields), callbacks).train(resume_from), network
+
+
+def test_six_steps_write_exactly_the_expected_files(ldm_host, shapes_dataset, tmp_path):
+    rec = Recorder()
+    result, net = train(ldm_host, shapes_dataset, tmp_path, callbacks=rec, save_every=2, preview_every=3)
+    expected = {f"hn-{k}.pt" for k in (2, 4, 6)} | {f"hn-{k}.pt.optim" for k in (2, 4, 6)}
+    expected |= {"hn.pt", "hn.pt.optim", "hn.safetensors", "hypernetwork_loss.csv"}
+    assert {p.name for p in tmp_path.iterdir()} == expected
+    for name, step in [("hn-2.pt", 2), ("hn-4.pt", 4), ("hn-6.pt", 6), ("hn.pt", 6)]:
+        path = tmp_path / name
+        assert formats.load(path).step == step
+        sidecar = torch.load(optim_path(path), weights_only=True)
+        assert sidecar["hash"] == short_hash(path)
+        assert sidecar["optimizer_name"] == "AdamW" and sidecar["optimizer_state_dict"]["state"]
+        assert sidecar[STATE_KEY]["step"] == step and "rng" in sidecar[STATE_KEY]
+    assert formats.load(tmp_path / "hn.safetensors").step == 6
+    rows = read_loss_csv(tmp_path / "hypernetwork_loss.csv")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and all(math.isfinite(r["loss"]) for r in rows)
+    assert rec.steps == [1, 2, 3, 4, 5, 6] and rec.previews == [3, 6]
+    assert [s for _, s in rec.checkpoints] == [2, 4, 6, 6]
+    assert result.final_path == str(tmp_path / "hn.pt") and result.step == net.step == 6
+
+
+def test_base_stays_frozen_and_only_the_network_changes(ldm_host, tiny_ldm, shapes_dataset, tmp_path):
+    before = {k: v.clone() for k, v in tiny_ldm.state_dict().items()}
+    net = small_net()
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    train(ldm_host, shapes_dataset, tmp_path, network=net, steps=3)
+    for key, value in tiny_ldm.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None and not p.requires_grad for p in tiny_ldm.parameters())
+    assert all(p.grad is None for p in net.parameters()) and not net.training
+    changed = [k for k, v in net.state_dict().items() if not torch.equal(v, start[k])]
+    assert changed and all(k.endswith(("weight", "bias")) for k in changed)
+    assert not is_attached(tiny_ldm)
+
+
+def test_gradient_checkpointing_gives_the_same_training_and_leaves_nothing_behind(
+        ldm_host, tiny_ldm, shapes_dataset, tmp_path):
+    calls = []
+    probe = ldm_host.unet.output_blocks[-1][0].in_layers   # inside the last ResBlock, on the gradient's path
+    hook = probe.register_forward_hook(lambda *args: calls.append(torch.is_grad_enabled()))
+    plain, net_a = train(ldm_host, shapes_dataset, tmp_path / "a", network=small_net(dropout_structure=(0, 0.1, 0),
+                                                                                        use_dropout=True), steps=2)
+    ckpt, net_b = train(ldm_host, shapes_dataset, tmp_path / "b", network=small_net(dropout_structure=(0, 0.1, 0),
+                                                                                       use_dropout=True),
+                        steps=2, grad_checkpointing=True)
+    for (key, a), b in zip(net_a.state_dict().items(), net_b.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=key)
+    hook.remove()
+    assert plain.losses == pytest.approx(ckpt.losses, rel=1e-5)
+    assert len(calls) == 2 + 2 * 2   # recomputed once per step in the backward pass
+    assert not any("forward" in m.__dict__ for m in tiny_ldm.modules())
+    assert not is_attached(tiny_ldm)
+
+
+def test_gradient_accumulation_uses_consecutive_batches(ldm_host, shapes_dataset, tmp_path):
+    seen = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def batch(self, index):
+            seen.append(index)
+            return self.inner.batch(index)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    result, _ = train(ldm_host, Spy(shapes_dataset), tmp_path, steps=3, grad_accum=2)
+    assert seen == [0, 1, 2, 3, 4, 5] and result.step == 3
+
+
+class FaultyHost:
+    """The tiny host, with a non-finite prediction (or only gradient) at chosen predict calls."""
+
+    def __init__(self, host, bad_calls, kind="loss"):
+        self.host, self.bad_calls, self.kind, self.calls = host, set(bad_calls), kind, 0
+
+    def predict(self, x, t, cond):
+        out = self.host.predict(x, t, cond)
+        self.calls += 1
+        if self.calls in self.bad_calls:
+            return out * float("nan") if self.kind == "loss" else NanGrad.apply(out)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.host, name)
+
+
+class NanGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+@pytest.mark.parametrize("kind, reason", [("loss", "non-finite loss"), ("grad", "non-finite gradient")])
+def test_non_finite_steps_are_skipped_counted_and_reported(ldm_host, shapes_dataset, tmp_path, kind, reason):
+    rec = Recorder()
+    net = small_net()
+    result, _ = train(FaultyHost(ldm_host, {2, 3}, kind), shapes_dataset, tmp_path, network=net, callbacks=rec,
+                      steps=5, max_bad_steps=3)
+    assert result.skipped_steps == 2 and result.step == 5 and net.step == 5
+    rows = read_loss_csv(tmp_path / "hypernetwork_loss.csv")
+    assert len(rows) == 5
+    sidecar = torch.load(tmp_path / "hn.pt.optim", weights_only=True)
+    adam_steps = {float(s["step"]) for s in sidecar["optimizer_state_dict"]["state"].values()}
+    assert adam_steps == {3.0}   # 5 steps, 2 without an update
+    assert sum(reason in m for m in rec.messages) == 2
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(ldm_host, shapes_dataset, tmp_path):
+    rec = Recorder()
+    host = FaultyHost(ldm_host, set(range(5, 100)))
+    with pytest.raises(TrainingError, match="3 steps in a row") as err:
+        train(host, shapes_dataset, tmp_path, callbacks=rec, steps=20, save_every=2, max_bad_steps=3)
+    last = tmp_path / "hn-4.pt"
+    assert str(last) in str(err.value) and err.value.checkpoint == str(last)
+    assert formats.load(last).step == 4
+    assert not (tmp_path / "hn.pt").exists()
+    assert {p.name for p in tmp_path.glob("*.pt")} == {"hn-2.pt", "hn-4.pt"}
+    assert not is_attached(ldm_host.unet)
+
+
+@pytest.mark.parametrize("how", ["should_stop", "ctrl-c"])
+def test_interrupt_saves_a_checkpoint_and_stops_cleanly(ldm_host, shapes_dataset, tmp_path, how):
+    rec = Recorder(stop_at=2) if how == "should_stop" else Recorder(interrupt_at=3)
+    result, net = train(ldm_host, shapes_dataset, tmp_path, callbacks=rec, steps=10)
+    step = 2 if how == "should_stop" else 3
+    assert result.interrupted and result.step == step
+    saved = formats.load(tmp_path / "hn.pt")
+    assert saved.step == step
+    assert torch.load(tmp_path / "hn.pt.optim", weights_only=True)["hash"] == short_hash(tmp_path / "hn.pt")
+    assert not is_attached(ldm_host.unet) and not net.training
+
+
+def test_a_network_already_trained_that_far_is_left_alone(ldm_host, shapes_dataset, tmp_path):
+    net = small_net()
+    net.step = 6
+    rec = Recorder()
+    result, _ = train(ldm_host, shapes_dataset, tmp_path, network=net, callbacks=rec, steps=6)
+    assert result.final_path is None and not list(tmp_path.iterdir())
+    assert any("already trained 6 steps" in m for m in rec.messages)
