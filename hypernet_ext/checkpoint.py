@@ -77,9 +77,11 @@ def write_optim(checkpoint: PathLike, optimizer_name: str, optimizer_state: dict
     data = {"optimizer_name": optimizer_name, "hash": short_hash(checkpoint), "optimizer_state_dict": optimizer_state}
     if resume_state is not None:
         data[STATE_KEY] = dict(resume_state, format_version=STATE_VERSION)
+    from .formats.torch_zip import save_webui_safe  # a zip webui's safe unpickler accepts, whatever torch
+
     target = optim_path(checkpoint)
     with atomic_path(target) as tmp:
-        torch.save(data, tmp)
+        save_webui_safe(data, tmp)
     return target
 
 

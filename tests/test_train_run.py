@@ -11,6 +11,7 @@ from hypernet_ext.attach import is_attached
 from hypernet_ext.checkpoint import STATE_KEY, optim_path
 from hypernet_ext.errors import TrainingError
 from hypernet_ext.fileio import short_hash
+from hypernet_ext.formats.torch_zip import webui_rejected_names
 from hypernet_ext.host import Callbacks
 from hypernet_ext.training import TrainConfig, Trainer
 from hypernet_ext.training.logs import read_loss_csv
@@ -67,6 +68,7 @@ def test_six_steps_write_exactly_the_expected_files(ldm_host, shapes_dataset, tm
         assert sidecar["hash"] == short_hash(path)
         assert sidecar["optimizer_name"] == "AdamW" and sidecar["optimizer_state_dict"]["state"]
         assert sidecar[STATE_KEY]["step"] == step and "rng" in sidecar[STATE_KEY]
+        assert webui_rejected_names(optim_path(path)) == []   # webui's safe unpickler opens it
     assert formats.load(tmp_path / "hn.safetensors").step == 6
     rows = read_loss_csv(tmp_path / "hypernetwork_loss.csv")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and all(math.isfinite(r["loss"]) for r in rows)
