@@ -202,6 +202,7 @@ class WithPreviews:
 
     def on_preview(self, step: int, network) -> None:
         path = self.previewer(step, network)
+        logger.info("preview for step %d: %s", step, path)
         self.inner.on_message(f"preview written: {path}")
         self.inner.on_preview(step, network)
 
@@ -242,7 +243,7 @@ def run_demo(out_dir, steps: int = 100, seed: int = 0, callbacks=None, root=None
         files["preview"])
     files["loss_plot"] = str(out / "demo-loss.png")
     steps_axis = list(range(int(network.step) - len(result.losses) + 1, int(network.step) + 1))
-    loss_plot(steps_axis, result.losses, title=f"demo: loss per step ({dataset.summary})"[:90]).save(
+    loss_plot(steps_axis, result.losses, title=f"demo: loss per step ({len(dataset)} images, batch 2)").save(
         files["loss_plot"])
     files["summary"] = (f"{result.step} steps, last loss {result.last_loss:.4f}, {result.skipped_steps} skipped; "
                         f"data: {dataset.summary}")
