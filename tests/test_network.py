@@ -125,7 +125,7 @@ def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), before)
     b = Hypernetwork.create(small(seed=7, sizes=(16, 32)))
     c = Hypernetwork.create(small(seed=8, sizes=(16, 32)))
-    for (ka, kb, kc) in zip(a.state_dict().values(), b.state_dict().values(), c.state_dict().values()):
+    for ka, kb in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(ka, kb)
     assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
     assert a.pair(16)[0].linear[0].weight.data_ptr() != a.pair(16)[1].linear[0].weight.data_ptr()
