@@ -37,27 +37,32 @@ class Piece:
 
 
 def parse_pieces(text) -> Tuple[Piece, ...]:
-    """Checks a schedule string without knowing max steps; raises ConfigError naming the first bad piece."""
+    """Checks a schedule string without knowing max steps; raises ConfigError naming the first bad piece.
+
+    As webui v1.10.1 does, empty pieces (a leading, trailing or doubled comma) are skipped. Pieces after one
+    that runs to the end (a bare rate or ``rate:-1``) are returned too: webui never reads them, so they are
+    not checked for order, but each must still be a valid piece (a non-number there is surely a typo).
+    """
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise ConfigError(f"{text!r} is not a schedule; write {_EXAMPLE}")
     text = str(text)
-    if not text.strip():
-        raise ConfigError(f"the schedule is empty; write {_EXAMPLE}")
-    chunks = text.split(",")
+    chunks = [chunk for chunk in text.split(",") if chunk.strip()]
+    if not chunks:
+        only = " (it holds only commas)" if text.strip() else ""
+        raise ConfigError(f"the schedule is empty{only}; write {_EXAMPLE}")
     pieces = []
-    for index, chunk in enumerate(chunks):
-        piece = _parse_piece(chunk, index, len(chunks))
-        if pieces:
+    ended = False
+    for chunk in chunks:
+        piece = _parse_piece(chunk)
+        if pieces and not ended:
             _check_order(pieces[-1], piece)
+        ended = ended or piece.runs_to_end
         pieces.append(piece)
     return tuple(pieces)
 
 
-def _parse_piece(chunk: str, index: int, count: int) -> Piece:
+def _parse_piece(chunk: str) -> Piece:
     text = chunk.strip()
-    if not text:
-        where = "a leading comma" if index == 0 else "a trailing comma" if index == count - 1 else "two commas in a row"
-        raise ConfigError(f"piece {index + 1} of the schedule is empty ({where}); remove the extra comma")
     parts = text.split(":")
     if len(parts) > 2:
         raise ConfigError(f"'{text}': a piece holds one ':' (rate:step); separate pieces with commas")
@@ -105,10 +110,6 @@ def _step(piece: str, text: str) -> int:
 
 
 def _check_order(previous: Piece, piece: Piece) -> None:
-    if previous.runs_to_end:
-        why = "ends at -1" if previous.step == END else "has no step"
-        raise ConfigError(f"'{piece.text}': comes after '{previous.text}', which {why} and so runs until the end; "
-                          f"remove '{piece.text}' or give '{previous.text}' a step")
     if piece.runs_to_end:
         return
     if piece.step == previous.step:
@@ -128,7 +129,8 @@ class Schedule:
     text: str
     max_steps: int
     spans: Tuple[Tuple[float, int], ...]
-    unused: Tuple[str, ...] = ()    # pieces after the one that reaches max steps: never applied
+    unused: Tuple[str, ...] = ()    # pieces after the one that reaches max steps (or runs to the end): never applied
+    unused_reason: str = ""         # why they are not used, for describe()
 
     def value_at(self, step: int) -> float:
         """The rate of optimizer step ``step`` (0-based: the number of steps already done)."""
@@ -167,7 +169,7 @@ class Schedule:
     def describe(self) -> str:
         out = ", ".join(f"{rate:g} until step {end}" for rate, end in self.spans)
         if self.unused:
-            out += f" (not used, past max steps {self.max_steps}: {', '.join(self.unused)})"
+            out += f" (not used, {self.unused_reason}: {', '.join(self.unused)})"
         return out
 
 
@@ -175,24 +177,42 @@ def parse_schedule(text, max_steps: int) -> Schedule:
     """Parse a webui schedule string for a run of ``max_steps`` optimizer steps.
 
     webui v1.10.1 semantics (learn_schedule.py, LearnRateScheduler.apply(optimizer, hypernetwork.step) before
-    every step): ``rate:step`` applies to steps k < step from the previous piece's step on; ``rate:-1`` and a
-    bare ``rate`` last until max steps and must be the last piece; steps are capped at max steps and pieces
-    after the one reaching max steps are never used. On resume, pieces already passed are skipped, which
-    is what ``value_at(k)`` for k >= the resume step gives. One deviation: when a piece ends exactly at max
-    steps and another follows, webui takes one extra step (k = max steps) at the next rate; we stop at max.
+    every step): empty pieces are skipped; ``rate:step`` applies to steps k < step from the previous piece's
+    step on; ``rate:-1`` and a bare ``rate`` last until max steps, and webui reads no piece after them (nor
+    do we: they are kept in ``unused`` with a warning); steps are capped at max steps and pieces after the one
+    reaching max steps are never used. On resume, pieces already passed are skipped, which is what
+    ``value_at(k)`` for k >= the resume step gives. One deviation: when a piece ends exactly at max steps and
+    another follows, webui takes one extra step (k = max steps) at the next rate; we stop at max.
     """
     max_steps = _int("max_steps", max_steps, 1)
     pieces = parse_pieces(text)
+    shown = str(text).strip()
+    _warn_after_the_end(shown, pieces)
     spans = []
     for index, piece in enumerate(pieces):
         end = max_steps if piece.runs_to_end else min(piece.step, max_steps)
         spans.append((piece.rate, end))
         if end == max_steps:
             unused = tuple(p.text for p in pieces[index + 1:])
-            if unused:
-                logger.info("schedule %r: %s start after max steps %d and are not used", text, unused, max_steps)
-            return Schedule(str(text).strip(), max_steps, tuple(spans), unused)
-    return Schedule(str(text).strip(), max_steps, tuple(spans))
+            if not unused:
+                break
+            if piece.runs_to_end:
+                reason = f"after '{piece.text}', which runs until the end"
+            else:
+                reason = f"past max steps {max_steps}"
+                logger.info("schedule %r: %s start after max steps %d and are not used", shown, unused, max_steps)
+            return Schedule(shown, max_steps, tuple(spans), unused, reason)
+    return Schedule(shown, max_steps, tuple(spans))
+
+
+def _warn_after_the_end(shown: str, pieces: Tuple[Piece, ...]) -> None:
+    """One warning naming the pieces after the first one that runs to the end: webui stops reading there."""
+    ends = next((i for i, piece in enumerate(pieces) if piece.runs_to_end), len(pieces))
+    ignored = [f"'{p.text}'" for p in pieces[ends + 1:]]
+    if ignored:
+        last = pieces[ends].text
+        logger.warning("schedule '%s': %s come after '%s', which runs until the end, so they are not used (webui "
+                       "ignores them too); remove them or give '%s' a step", shown, ", ".join(ignored), last, last)
 
 
 def warmup_factor(step: int, warmup_steps: int, start: float = 0.0) -> float:

@@ -1,6 +1,7 @@
 """Schedules: webui's schedule strings checked against an independent model of webui v1.10.1's training loop,
 one error message per kind of bad string, warmup and cosine-restart properties, and purity (resume at k)."""
 import itertools
+import logging
 import math
 import random
 
@@ -21,17 +22,20 @@ def webui_run(text, max_steps, initial_step=0, accumulation=1):
     """The (step, rate) of every optimizer step webui v1.10.1 takes, modelled from reading
     modules/textual_inversion/learn_schedule.py and train_hypernetwork in modules/hypernetworks/hypernetwork.py:
 
-    * the string is read piece by piece; a piece `rate:step` with step > initial_step is queued as
-      (rate, min(step, max_steps)), and reading stops once a step beyond max_steps was queued; `rate:-1` (when
-      not already queued) and a piece without ':' queue (rate, max_steps) and stop the reading; other pieces
-      (step <= initial_step) are dropped;
+    * the string is split on ',' and read piece by piece; empty pieces are skipped; a piece `rate:step` with
+      step > initial_step is queued as (rate, min(step, max_steps)), and reading stops once a step beyond
+      max_steps was queued; `rate:-1` (when not already queued) and a piece without ':' queue (rate,
+      max_steps) and stop the reading, so nothing after them is parsed; other pieces (step <= initial_step)
+      are dropped;
     * the first queued piece is current from the start (the optimizer is built with its rate); an empty queue
-      raises StopIteration;
+      raises (webui: "Invalid learning rate schedule"; here StopIteration);
     * before each micro-batch the loop asks the scheduler with the number of steps done: when that is >= the
       current piece's end, ONE next piece becomes current, or, with none left, training stops.
     """
     queue = []
     for chunk in text.split(","):
+        if not chunk.strip():
+            continue
         parts = chunk.split(":")
         rate = float(parts[0])
         if len(parts) != 2:
@@ -75,6 +79,13 @@ STRINGS = [
     "5e-6:120, 5e-7:-1",
     "1e-3:300",
     "1e-3:1_00, 2e-3:+200",
+    # webui skips empty pieces and reads nothing after a piece that runs to the end
+    "5e-6:120, 5e-7:-1,",
+    ",1e-3:100, 1e-4:-1",
+    "1e-3:100,,1e-4:-1",
+    "1e-3:-1, 1e-4:200",
+    "1e-3, 1e-4:200",
+    " , 1e-3:100 , , 1e-4:250, 1e-5, 1e-6:50, ",
 ]
 INITIAL = [0, 1, 2, 3, 10, 99, 100, 101, 150, 250, 299]
 
@@ -115,13 +126,38 @@ def test_the_one_deviation_webui_takes_an_extra_step_at_max_steps(text, max_step
     ("1e-3:100, 1e-4", ((1e-3, 100), (1e-4, MAX)), ()),
     ("1e-3:100, 1e-4:400, 1e-5:500, 1e-6", ((1e-3, 100), (1e-4, MAX)), ("1e-5:500", "1e-6")),
     ("1e-3:300, 1e-4:-1", ((1e-3, MAX),), ("1e-4:-1",)),
+    ("5e-6:120, 5e-7:-1,", ((5e-6, 120), (5e-7, MAX)), ()),
+    (",1e-3:100,, 1e-4:-1", ((1e-3, 100), (1e-4, MAX)), ()),
+    ("1e-3:-1, 1e-4:200", ((1e-3, MAX),), ("1e-4:200",)),
+    ("1e-3, 1e-4:200, 1e-5:100, 1e-6", ((1e-3, MAX),), ("1e-4:200", "1e-5:100", "1e-6")),
 ])
 def test_spans_and_unused_pieces(text, spans, unused):
     schedule = parse_schedule(text, MAX)
     assert schedule.spans == spans and schedule.unused == unused
     assert schedule.end_step == spans[-1][1]
     if unused:
-        assert "not used" in schedule.describe()
+        assert "not used" in schedule.describe() and all(piece in schedule.describe() for piece in unused)
+
+
+@pytest.mark.parametrize("text, last, ignored", [
+    ("1e-3:-1, 1e-4:200", "1e-3:-1", ["1e-4:200"]),
+    ("1e-3:100, 1e-4, 1e-5:50,, 2e-5", "1e-4", ["1e-5:50", "2e-5"]),
+])
+def test_pieces_after_the_end_are_kept_in_unused_with_one_warning(caplog, text, last, ignored):
+    with caplog.at_level(logging.INFO, logger="hypernet_ext.schedules"):
+        schedule = parse_schedule(text, MAX)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"after '{last}', which runs until the end" in warnings[0]
+    assert all(f"'{piece}'" in warnings[0] for piece in ignored)
+    assert list(schedule.unused) == ignored
+    assert f"not used, after '{last}', which runs until the end: {', '.join(ignored)}" in schedule.describe()
+
+
+def test_pieces_past_max_steps_are_not_a_warning(caplog):
+    with caplog.at_level(logging.INFO, logger="hypernet_ext.schedules"):
+        schedule = parse_schedule("1e-3:100, 1e-4:400, 1e-5:500", MAX)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f"not used, past max steps {MAX}: 1e-5:500" in schedule.describe()
 
 
 def test_a_rate_applies_before_its_step_not_at_it():
@@ -141,8 +177,10 @@ def test_ends_early_and_its_message():
 
 
 ERRORS = [
-    ("", "empty"),
-    ("   ", "empty"),
+    ("", "the schedule is empty; write"),
+    ("   ", "the schedule is empty; write"),
+    (",", "the schedule is empty (it holds only commas)"),
+    (" , ,, ", "the schedule is empty (it holds only commas)"),
     ("abc", "'abc': the rate must be a number"),
     ("abc:100", "'abc:100': the rate must be a number"),
     (":100", "':100': the rate before ':' is missing"),
@@ -158,15 +196,12 @@ ERRORS = [
     ("1e-3:0", "'1e-3:0': a piece that ends at step 0 never applies"),
     ("1e-3:100, 1e-4:50", "'1e-4:50': ends at step 50, before '1e-3:100'"),
     ("1e-3:100, 1e-4:100", "'1e-4:100': ends at step 100, the same step as '1e-3:100'"),
-    ("1e-3:-1, 1e-4:200", "'1e-4:200': comes after '1e-3:-1', which ends at -1"),
-    ("1e-3, 1e-4:200", "'1e-4:200': comes after '1e-3', which has no step"),
     ("1e-3:100:5", "'1e-3:100:5': a piece holds one ':'"),
     ("1e-3:100\n1e-4:200", "a piece holds one ':'"),
-    ("1e-3:100,", "piece 2 of the schedule is empty (a trailing comma)"),
-    (",1e-3:100", "piece 1 of the schedule is empty (a leading comma)"),
-    ("1e-3:100,,1e-4:200", "piece 2 of the schedule is empty (two commas in a row)"),
-    (None, "is not a schedule"),
-    (True, "is not a schedule"),
+    ("1e-3:-1, abc", "'abc': the rate must be a number"),          # webui never reads it, but surely a typo
+    ("1e-3:100,, 1e-4:50", "'1e-4:50': ends at step 50, before '1e-3:100'"),
+    (None, "None is not a schedule"),
+    (True, "True is not a schedule"),
 ]
 
 
@@ -178,12 +213,22 @@ def test_each_bad_string_gets_its_own_message(text, message):
 
 
 def test_error_messages_are_distinct():
-    messages = set()
-    for text, _ in ERRORS:
+    """Rows that expect the same text share one message (e.g. '' and '   '); every other pair differs."""
+    by_expected = {}
+    for text, expected in ERRORS:
         with pytest.raises(ConfigError) as info:
             parse_pieces(text)
-        messages.add(str(info.value))
-    assert len(messages) == len(ERRORS) - 1   # '' and '   ' share the "empty" message
+        by_expected.setdefault(expected, set()).add(str(info.value))
+    assert all(len(messages) == 1 for messages in by_expected.values()), by_expected
+    assert len(set.union(*by_expected.values())) == len(by_expected)
+    assert len(by_expected) == len(ERRORS) - 4   # 4 pairs of rows share a message on purpose
+
+
+@pytest.mark.parametrize("text", ["5e-6:120, 5e-7:-1,", ",1e-3:100, 1e-4:-1", "1e-3:100,,1e-4:-1",
+                                  "1e-3:-1, 1e-4:200", "1e-3, 1e-4:200"])
+def test_strings_webui_accepts_are_accepted(text):
+    assert ScheduleConfig(learn_rate=text).learn_rate == text.strip()
+    assert [r for _, r in webui_run(text, MAX)] == [parse_schedule(text, MAX).value_at(k) for k in range(MAX)]
 
 
 def test_whitespace_and_numbers_as_webui_reads_them():
