@@ -216,11 +216,13 @@ def _warn_after_the_end(shown: str, pieces: Tuple[Piece, ...]) -> None:
 
 
 def warmup_factor(step: int, warmup_steps: int, start: float = 0.0) -> float:
-    """Linear warmup: ``start`` at step 0, rising by equal amounts to 1 at step ``warmup_steps``, then 1."""
+    """Linear warmup over the first ``warmup_steps`` steps: step k < warmup_steps gets
+    ``start + (1 - start) * (k + 1) / warmup_steps``, so the first step already moves the weights and step
+    ``warmup_steps - 1`` runs at the full rate; 1 from then on."""
     step = _step_index(step)
     if step >= warmup_steps:
         return 1.0
-    return start + (1.0 - start) * step / warmup_steps
+    return start + (1.0 - start) * (step + 1) / warmup_steps
 
 
 @dataclass(frozen=True)
@@ -276,7 +278,8 @@ class ScheduleConfig(ConfigMixin):
     warmup_steps: int = field(default=0, metadata={
         "help": "Linear warmup over the first N steps (0: none); multiplies whatever the schedule gives."})
     warmup_start: float = field(default=0.0, metadata={
-        "help": "Warmup starts at this fraction of the rate (0 to 1) and rises linearly to the full rate."})
+        "help": "Warmup starts from this fraction of the rate (0 to 1) and rises linearly: the first step runs "
+                "at start + (1 - start) / N of the rate, the N-th at the full rate."})
     cycle_steps: int = field(default=1000, metadata={"help": "Cosine: steps in the first cycle."})
     cycle_mult: float = field(default=1.0, metadata={
         "help": "Cosine: each cycle is this many times longer than the one before (1 or more)."})

@@ -252,19 +252,21 @@ def test_value_at_is_a_pure_function_of_the_step():
     assert [(resumed.lr_at(k), resumed.clip_at(k)) for k in range(150, 400)] == forward[150:]
 
 
-@pytest.mark.parametrize("start, steps", [(0.0, 10), (0.1, 10), (0.5, 3), (1.0, 5)])
-def test_warmup_starts_at_start_and_reaches_one(start, steps):
+@pytest.mark.parametrize("start, steps", [(0.0, 10), (0.1, 10), (0.5, 3), (1.0, 5), (0.0, 1)])
+def test_warmup_moves_from_the_first_step_and_reaches_one_at_its_last(start, steps):
     values = [warmup_factor(k, steps, start) for k in range(steps + 5)]
-    assert values[0] == start and values[steps] == 1.0 and values[-1] == 1.0
+    assert values[0] > 0 and math.isclose(values[0], start + (1 - start) / steps)
+    assert values[steps - 1] == 1.0 and values[steps] == 1.0 and values[-1] == 1.0
     assert all(b >= a for a, b in zip(values, values[1:]))
-    assert all(math.isclose(values[k + 1] - values[k], (1 - start) / steps) for k in range(steps))
+    assert all(math.isclose(values[k + 1] - values[k], (1 - start) / steps) for k in range(steps - 1))
     assert warmup_factor(0, 0, 0.0) == 1.0
 
 
 def test_warmup_scales_the_schedule():
     schedule = LRSchedule.from_config(ScheduleConfig(learn_rate="1e-3", warmup_steps=10, warmup_start=0.2), 100)
-    assert math.isclose(schedule.lr_at(0), 2e-4) and math.isclose(schedule.lr_at(5), 6e-4)
-    assert schedule.lr_at(10) == 1e-3 and schedule.lr_at(99) == 1e-3
+    assert math.isclose(schedule.lr_at(0), 2.8e-4) and math.isclose(schedule.lr_at(5), 6.8e-4)
+    assert schedule.lr_at(9) == 1e-3 and schedule.lr_at(10) == 1e-3 and schedule.lr_at(99) == 1e-3
+    assert LRSchedule.from_config(ScheduleConfig(learn_rate="1e-3", warmup_steps=5), 100).lr_at(0) > 0
 
 
 @pytest.mark.parametrize("mult, warm, gamma", itertools.product([1.0, 2.0, 1.5], [0, 3], [1.0, 0.5]))
