@@ -190,6 +190,9 @@ WEBUI_SPECS = {
                                          use_dropout=True, last_layer_dropout=True, activate_output=False),
     "swish-activated-output": dict(layer_structure=[1, 0.5, 1], activation_func="swish", activate_output=True),
     "softmax-loads-leniently": dict(layer_structure=[1, 2, 1], activation_func="softmax", activate_output=False),
+    # the peer writes its two keys into every file; without skip connections vanilla webui loads it as is
+    "peer-file-without-skip-connections": dict(layer_structure=[1, 2, 1], activation_func="relu",
+                                               activate_output=False, skip_connection=False, upsample_linear=None),
 }
 
 
@@ -220,7 +223,9 @@ def test_webui_file_built_independently_loads_and_computes_x_plus_f_times_streng
             got = net.pair(dim)[which](x, 0.6)
             assert torch.equal(got, expected)
             assert torch.equal(got, reference[dim][which](x, 0.6))
-    assert formats.describe(path).format == formats.WEBUI_PT
+    info = formats.describe(path)
+    assert info.format == formats.WEBUI_PT and info.webui_loadable
+    assert not any(p.requires_grad for p in net.parameters())  # as webui's loader: no autograd at inference
 
 
 def test_legacy_linear1_linear2_file(tmp_path):
@@ -484,12 +489,14 @@ class Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-@pytest.mark.parametrize("kind", ["zip", "legacy", "raw-pickle"])
+@pytest.mark.parametrize("kind", ["zip", "legacy", "raw-pickle", "protocol-0", "protocol-1"])
 def test_pickle_with_a_payload_is_refused_and_does_not_run(tmp_path, kind):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "evil.pt"
     tree = {16: (OrderedDict(), OrderedDict()), "name": "evil", "x": Payload(marker)}
-    if kind == "raw-pickle":
+    if kind.startswith("protocol-"):  # no header to recognise: the classic hand-made payload
+        path.write_bytes(pickle.dumps(tree, protocol=int(kind[-1])))
+    elif kind == "raw-pickle":
         path.write_bytes(pickle.dumps(tree))
     else:
         torch.save(tree, path, _use_new_zipfile_serialization=kind == "zip")
@@ -499,7 +506,7 @@ def test_pickle_with_a_payload_is_refused_and_does_not_run(tmp_path, kind):
         assert str(path) in str(info.value)
     assert formats.list_networks(tmp_path) == []
     assert not marker.exists()
-    if kind == "raw-pickle":  # the payload is real: plain pickle would have run it
+    if kind != "zip" and kind != "legacy":  # the payload is real: plain pickle would have run it
         pickle.loads(path.read_bytes())
         assert marker.exists()
 
@@ -520,6 +527,8 @@ def _damage(tmp_path, how):
     gen = torch.Generator().manual_seed(4)
     if how == "random-bytes":
         path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=gen, dtype=torch.uint8).tolist()))
+    elif how == "protocol-0-pickle":
+        path.write_bytes(pickle.dumps([1, 2, 3], protocol=0))
     elif how == "empty":
         path.write_bytes(b"")
     elif how in ("truncated-pt", "truncated-pt-head"):
@@ -558,6 +567,7 @@ def _damage(tmp_path, how):
 
 DAMAGED = {  # how -> a fragment the message must contain
     "random-bytes": "Tried safetensors",
+    "protocol-0-pickle": "an old-protocol pickle of a list, not a torch file",
     "empty": "empty",
     "truncated-pt": "truncated or corrupt",
     "truncated-pt-head": "truncated or corrupt",

@@ -151,6 +151,7 @@ def build_network(path: Path, parsed: Parsed) -> Hypernetwork:
     network.created = meta["created"]
     network.extra = dict(meta["extra"])
     network.eval()
+    network.requires_grad_(False)  # as webui's loader: inference builds no autograd graph; the trainer turns it on
     return network
 
 

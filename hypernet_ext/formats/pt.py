@@ -122,8 +122,10 @@ class PeerPtReader(_PtReader):
     format = PEER_PT
 
     def claims(self, tree):
-        if not any(k in tree for k in PEER_KEYS):
-            raise Decline("no skip_connection or upsample_linear entry")
+        # The peer writes both keys into every file; without skip connections its layout is webui's own.
+        if not tree.get("skip_connection"):
+            raise Decline("no skip connections: webui's layout" if any(k in tree for k in PEER_KEYS)
+                          else "no skip_connection or upsample_linear entry")
 
 
 def _cpu_state(module) -> dict:

@@ -137,7 +137,7 @@ def scan(src: Source):
     elif src.size == 0:
         raise Decline("the file is empty")
     else:
-        raise Decline("neither a torch zip archive nor a pickle")
+        raise Decline(_old_pickle(src))
     try:
         tree = reader(src)
     except (Decline, FormatError):
@@ -147,6 +147,20 @@ def scan(src: Source):
                                     f"{err}); copy or download it again") from None
     src.cache["scan"] = tree
     return tree
+
+
+def _old_pickle(src: Source) -> str:
+    """Why a file without a zip or pickle-2 header is not ours; UnsafeFileError when it is a protocol 0/1 pickle
+    asking for code. torch never writes those, but hand-made payloads often are; StubUnpickler runs nothing
+    (every global is refused before anything is imported), so the user hears the file is unsafe."""
+    with open(src.path, "rb") as f:
+        try:
+            obj = StubUnpickler(f, src.path).load()
+        except UnsafeFileError:
+            raise
+        except (FormatError,) + _READ_ERRORS:
+            return "neither a torch zip archive nor a pickle"
+    return f"an old-protocol pickle of {describe_tree(obj)}, not a torch file"
 
 
 def load_tensors(src: Source):
