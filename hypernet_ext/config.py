@@ -148,6 +148,8 @@ class NetworkConfig(ConfigMixin):
             self.upsample = None
         if self.upsample not in UPSAMPLE_MODES:
             raise ConfigError(f"upsample: {self.upsample!r} must be one of {list(UPSAMPLE_MODES)}")
+        if not self.skip_connection:
+            self.upsample = None  # only residual blocks change width; a plain MLP has nothing to upsample
         self.dropout_structure = self._check_dropout()
         self.use_dropout = bool(self.use_dropout) or any(self.dropout_structure)
         if self.seed is not None and self.seed != "":
@@ -163,6 +165,13 @@ class NetworkConfig(ConfigMixin):
         out.pop("lenient")
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict, lenient: bool = False) -> "NetworkConfig":
+        """A config from ``to_dict`` output; ``lenient`` accepts what a loaded file may hold but a new network
+        may not (a softmax activation, dropout after the output layer), so loaded configs round-trip."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"lenient"}
+        return cls(**{k: v for k, v in data.items() if k in names}, lenient=lenient)
+
     def _check_dropout(self) -> Tuple[float, ...]:
         """The dropout applied after each layer; webui's rules fill it in when it is not given."""
         ls = self.layer_structure
@@ -170,11 +179,14 @@ class NetworkConfig(ConfigMixin):
         if isinstance(ds, str):
             ds = ds.strip() or None
         if ds is None or len(ds) == 0:
-            return dropout_from_webui(ls, self.use_dropout, self.last_layer_dropout)
-        if not self.use_dropout and not self.lenient:
-            # webui's create tab ignores the structure when dropout is off.
-            return (0.0,) * len(ls)
+            derived = dropout_from_webui(ls, self.use_dropout, self.last_layer_dropout)
+            if not self.lenient and derived[-1] != 0:  # (1, 1): webui's rule would drop out the output
+                derived = derived[:-1] + (0.0,)
+            return derived
         ds = _floats("dropout_structure", ds)
+        if not self.use_dropout and not self.lenient:
+            # webui's create tab ignores the structure when dropout is off (but a typo in it is still an error).
+            return (0.0,) * len(ls)
         if len(ds) != len(ls):
             raise ConfigError(f"dropout_structure: {list(ds)} has {len(ds)} entries but layer_structure {list(ls)} "
                               f"has {len(ls)}; give one probability per layer")

@@ -37,6 +37,7 @@ def small(**fields):
     (dict(use_dropout=True, dropout_structure=(0.1, 0.1, 0)), "start and end with 0"),
     (dict(use_dropout=True, dropout_structure=(0, 0.1, 0.2)), "start and end with 0"),
     (dict(upsample="Conv"), "upsample"),
+    (dict(use_dropout=False, dropout_structure="0, x, 0"), "comma-separated"),  # off, but a typo is still a typo
     (dict(seed="abc"), "seed"),
 ])
 def test_bad_config_is_refused_with_the_field_named(fields, message):
@@ -69,6 +70,25 @@ def test_default_dropout_follows_webui(ls, use, last, expected):
     assert dropout_from_webui(ls, use, last) == expected
     cfg = small(layer_structure=ls, use_dropout=use, last_layer_dropout=last)
     assert cfg.dropout_structure == expected
+
+
+def test_new_networks_never_drop_out_the_output_layer():
+    # webui's rule for (1, 1) with last-layer dropout would put 0.3 after the output layer
+    assert dropout_from_webui((1, 1), True, True) == (0, 0.3)
+    cfg = small(layer_structure=(1, 1), use_dropout=True, last_layer_dropout=True)
+    assert cfg.dropout_structure == (0, 0) and NetworkConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_loaded_configs_round_trip_through_dicts():
+    cfg = NetworkConfig(sizes=(8,), activation="softmax", dropout_structure=(0.1, 0.2, 0.1), lenient=True)
+    with pytest.raises(ConfigError):
+        NetworkConfig.from_dict(cfg.to_dict())  # not creatable as a new network
+    assert NetworkConfig.from_dict(cfg.to_dict(), lenient=True) == cfg
+
+
+def test_upsample_only_means_something_with_skip_connections():
+    assert small(upsample="Linear").upsample is None
+    assert small(upsample="Linear", skip_connection=True).upsample == "Linear"
 
 
 def test_dropout_structure_is_ignored_when_dropout_is_off():
