@@ -18,7 +18,8 @@ from .errors import AttachError
 logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 4  # distinct context tensors kept per UNet call; self-attention inputs pass through quickly
-_DROPOUT = nn.modules.dropout._DropoutNd  # base of every torch dropout layer
+# Layers that draw random numbers in training mode: every torch dropout layer, and RReLU's random slopes.
+_RANDOM = (nn.modules.dropout._DropoutNd, nn.RReLU)
 _TRAINED_FOR = {768: "SD1", 1024: "SD2", 2048: "SDXL"}  # cross-attention width -> model family
 
 
@@ -31,7 +32,8 @@ def _width(linear: nn.Module) -> Optional[int]:
 
 
 def attention_modules(model: nn.Module) -> List[Tuple[str, nn.Module, int]]:
-    """(name, module, width) of every module under ``model`` with ``to_k`` and ``to_v`` layers."""
+    """(name, module, width) of every module under ``model`` with ``to_k`` and ``to_v`` layers; ``width`` is
+    the input width of ``to_k`` (the context width; see ``_targets`` for each layer's own)."""
     found = []
     for name, module in model.named_modules():
         to_k, to_v = getattr(module, "to_k", None), getattr(module, "to_v", None)
@@ -42,6 +44,18 @@ def attention_modules(model: nn.Module) -> List[Tuple[str, nn.Module, int]]:
                 continue
             found.append((name, module, width))
     return found
+
+
+def _targets(found) -> List[Tuple[str, int, nn.Module, int]]:
+    """(module name, kind, layer, input width) of every to_k (kind 0) and to_v (kind 1) layer: each is hooked
+    for its own width, so a module whose to_v reads another width than its to_k gets the right network."""
+    targets = []
+    for name, module, k_width in found:
+        v_width = _width(module.to_v)
+        targets.append((name, 0, module.to_k, k_width))
+        if v_width is not None:
+            targets.append((name, 1, module.to_v, v_width))
+    return targets
 
 
 def _common_root(model: nn.Module, names: Sequence[str]) -> nn.Module:
@@ -91,6 +105,11 @@ def _strength(what: str, value) -> float:
     if not math.isfinite(strength):
         raise AttachError(f"{what}: {value!r} is not finite; use a number such as 1.0")
     return strength
+
+
+def _draws(layer: nn.Module) -> bool:
+    """True when ``layer`` draws random numbers in its next forward."""
+    return layer.training and (isinstance(layer, nn.RReLU) or layer.p > 0)
 
 
 def _net_name(net) -> str:
@@ -159,8 +178,8 @@ class _Stack:
             for index, (net, _) in enumerate(networks):
                 pair = net.pair(width)
                 if pair is not None:
-                    dropouts = [m for mod in pair for m in mod.modules() if isinstance(m, _DROPOUT)]
-                    chain.append((index, pair, dropouts))
+                    random_layers = [m for mod in pair for m in mod.modules() if isinstance(m, _RANDOM)]
+                    chain.append((index, pair, random_layers))
             if chain:
                 self.chains[width] = chain
 
@@ -171,7 +190,7 @@ class _Stack:
             self.reused += 1
             return cached
         out, stochastic = x, False
-        for index, pair, dropouts in self.chains[width]:
+        for index, pair, random_layers in self.chains[width]:
             strength = self.networks[index][1]
             if strength == 0:  # exact identity, and nothing to compute
                 continue
@@ -184,8 +203,8 @@ class _Stack:
             # cast in and back like webui's cond_cast_float / cond_cast_unet
             out = module(out.to(dtype), strength).to(x.dtype)
             self.computed += 1
-            stochastic = stochastic or any(d.training and d.p > 0 for d in dropouts)
-        if out is not x and not stochastic:  # a dropout mask must stay independent per layer, as in webui
+            stochastic = stochastic or any(_draws(m) for m in random_layers)
+        if out is not x and not stochastic:  # a random draw must stay independent per layer, as in webui
             self.cache.put(x, kind, out)
         return out
 
@@ -280,7 +299,7 @@ def _check(model: nn.Module, networks: List[list], found: list) -> None:
     if is_attached(model):
         raise AttachError("this model already has hypernetworks attached by another handle: call that handle's "
                           "remove() first; to use several networks together, pass them all in one attach() call")
-    model_widths = sorted({width for _, _, width in found})
+    model_widths = sorted({width for _, _, _, width in _targets(found)})
     widths_text = ", ".join(map(str, model_widths))
     for net, _ in networks:
         net_widths = sorted(int(w) for w in net.widths)
@@ -309,17 +328,18 @@ def attach(model: nn.Module, networks, *, cache: bool = True) -> AttachHandle:
     entries = _normalise(networks)
     found = attention_modules(model)
     _check(model, entries, found)
-    stack = _Stack(entries, sorted({width for _, _, width in found}), _ContextCache(bool(cache)))
-    hooks, names, seen = [], [], set()
+    targets = _targets(found)
+    stack = _Stack(entries, sorted({width for _, _, _, width in targets}), _ContextCache(bool(cache)))
+    hooks, names, seen, covered = [], [], set(), set()
     try:
-        for name, module, width in found:
-            if width not in stack.chains:
+        for name, kind, layer, width in targets:
+            if width not in stack.chains or id(layer) in seen:  # a layer shared by two modules is hooked once
                 continue
-            names.append(name)
-            for kind, layer in enumerate((module.to_k, module.to_v)):
-                if id(layer) not in seen:  # a layer shared by two attention modules is hooked once
-                    seen.add(id(layer))
-                    hooks.append(layer.register_forward_pre_hook(_ContextHook(stack, width, kind), with_kwargs=True))
+            seen.add(id(layer))
+            covered.add(width)
+            if name not in names:
+                names.append(name)
+            hooks.append(layer.register_forward_pre_hook(_ContextHook(stack, width, kind), with_kwargs=True))
         root = _common_root(model, names)
         hooks.append(root.register_forward_pre_hook(stack.cache.enter))
         hooks.append(root.register_forward_hook(stack.cache.leave, always_call=True))
@@ -327,7 +347,6 @@ def attach(model: nn.Module, networks, *, cache: bool = True) -> AttachHandle:
         for hook in hooks:
             hook.remove()
         raise
-    covered = sorted({w for _, _, w in found if w in stack.chains})
     logger.debug("attached %d network(s) to %d attention modules (widths %s, root %s, cache %s)",
-                 len(entries), len(names), covered, type(root).__name__, "on" if cache else "off")
+                 len(entries), len(names), sorted(covered), type(root).__name__, "on" if cache else "off")
     return AttachHandle(stack, hooks, len(names), root)

@@ -374,3 +374,128 @@ def test_dropout_in_training_is_drawn_per_layer_so_it_is_not_cached():
         calls[0] = 0
         run()
         assert calls[0] == 2
+
+
+def test_random_activations_in_training_are_drawn_per_layer_too():
+    model, run = unet_runner()
+    network = create(sizes=(768,), seed=0, activation="rrelu").train()  # RReLU draws its slopes in training
+    calls, _ = count_calls(network)
+    with torch.no_grad(), attach(model, network) as handle:
+        run()
+        assert calls[0] == 14 and handle.stats["reused"] == 0
+        network.eval()
+        calls[0] = 0
+        run()
+        assert calls[0] == 2
+
+
+STRUCTURES = {  # every structure option of NetworkConfig, attached to real ldm attention
+    "layer-norm": dict(add_layer_norm=True, activation="relu"),
+    "activate-output": dict(activation="gelu", activate_output=True),
+    "float-layers": dict(layer_structure=(1, 1.5, 0.5, 1), activation="swish"),
+    "dropout-in-eval": dict(use_dropout=True, dropout_structure=(0, 0.2, 0), activation="elu"),
+    "skip-connection": dict(skip_connection=True, activation="tanh"),
+    "skip-linear-upsample": dict(skip_connection=True, upsample="Linear", add_layer_norm=True,
+                                 layer_structure=(1, 2, 2, 1), activation="silu"),
+    "kaiming-mish": dict(weight_init="KaimingNormal", activation="mish"),
+    "xavier-linear": dict(weight_init="XavierUniform"),
+}
+
+
+@pytest.mark.parametrize("impl", ["einsum", "sdp"])
+@pytest.mark.parametrize("fields", list(STRUCTURES.values()), ids=list(STRUCTURES))
+def test_every_structure_option_matches_webui_style_forward(monkeypatch, impl, fields):
+    model, run, cls, reference = build(monkeypatch, impl, "sd1-tiny")
+    networks = [(create(sizes=(768, 32, 64), seed=3, normal_std=0.05, **fields), 0.8)]
+    with torch.no_grad():
+        base = run()
+        with attach(model, networks):
+            got = run()
+        monkeypatch.setattr(cls, "forward", reference(webui_hyper(networks)))
+        want = run()
+    assert not torch.equal(want, base)
+    assert torch.equal(got, want)
+
+
+class Before(nn.Module):
+    """``layer(transform(x))``: the reference way to put a network in front of a projection."""
+
+    def __init__(self, transform, layer):
+        super().__init__()
+        self.transform = transform
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(self.transform(x))
+
+
+def wrapped_reference(model, networks, kind_of_layer=("to_k", "to_v")):
+    """A copy of ``model`` whose to_k / to_v layers run the networks (in order) on their input first."""
+    import copy
+
+    reference = copy.deepcopy(model)
+    for _, module, _ in attention_modules(reference):
+        for kind, attr in enumerate(kind_of_layer):
+            layer = getattr(module, attr)
+            width = layer.in_features
+
+            def transform(x, kind=kind, width=width):
+                for network, strength in networks:
+                    pair = network.pair(width)
+                    x = pair[kind](x, strength) if pair is not None else x
+                return x
+            setattr(module, attr, Before(transform, layer))
+    return reference
+
+
+@pytest.mark.parametrize("processor", ["AttnProcessor", "AttnProcessor2_0"])
+def test_real_diffusers_attention(processor):
+    diffusers_attention = pytest.importorskip("diffusers.models.attention")
+    processors = pytest.importorskip("diffusers.models.attention_processor")
+    torch.manual_seed(0)
+    model = nn.Sequential(*[diffusers_attention.BasicTransformerBlock(
+        dim=32, num_attention_heads=2, attention_head_dim=16, cross_attention_dim=768) for _ in range(2)]).eval()
+    for _, module, _ in attention_modules(model):
+        module.set_processor(getattr(processors, processor)())
+    assert {type(m).__name__ for _, m, _ in attention_modules(model)} == {"Attention"}
+    h, c = torch.randn(2, 16, 32), torch.randn(2, 8, 768)
+
+    def run(m):
+        for block in m:
+            h_out = block(h, encoder_hidden_states=c)
+        return h_out
+
+    networks = [(net((768, 32), seed=1), 0.9), (net((768,), seed=2), 0.5)]
+    reference = wrapped_reference(model, networks)
+    with torch.no_grad():
+        base = run(model)
+        with attach(model, networks) as handle:
+            assert handle.targets == 4
+            got = run(model)
+        want = run(reference)
+        assert torch.equal(run(model), base)
+    assert not torch.equal(want, base)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+class SplitWidths(nn.Module):
+    """An attention-like module whose to_v reads a context of another width than its to_k."""
+
+    def __init__(self):
+        super().__init__()
+        self.to_k = nn.Linear(48, 32, bias=False)
+        self.to_v = nn.Linear(24, 32, bias=False)
+
+    def forward(self, a, b):
+        return self.to_k(a) * self.to_v(b)
+
+
+def test_each_projection_gets_the_network_for_its_own_width():
+    torch.manual_seed(0)
+    model, a, b = SplitWidths(), torch.randn(1, 5, 48), torch.randn(1, 5, 24)
+    network = net((48, 24), seed=4)
+    with torch.no_grad():
+        with attach(model, network):
+            got = model(a, b)
+        want = model.to_k(network.pair(48)[0](a, 1.0)) * model.to_v(network.pair(24)[1](b, 1.0))
+    assert torch.equal(got, want)
