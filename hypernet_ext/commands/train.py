@@ -7,6 +7,7 @@ bar. ``demo`` runs hypernet_ext.standalone.demo.run_demo.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -37,74 +38,139 @@ class CliCallbacks(Callbacks):
             self.bar = None
 
 
+def _option(group, cls, name: str, flag: str = "", extra: str = "", **kwargs) -> None:
+    """``--field-name`` (or ``flag``) for field ``name`` of config ``cls``: its help text and default come from the
+    dataclass (``extra`` is appended to the help; ``kwargs`` go to add_argument and win)."""
+    from ..config import help_of
+
+    default = _default(cls, name)
+    if isinstance(default, bool) and "action" not in kwargs:
+        kwargs["action"] = "store_false" if default else "store_true"
+        flag = flag or ("--no-" if default else "--") + name.replace("_", "-")
+    elif "type" not in kwargs and "choices" not in kwargs and isinstance(default, (int, float)):
+        kwargs["type"] = type(default)
+    text = help_of(cls, name)
+    if kwargs.get("action") == "store_false":
+        text = f"Turn off (on by default): {text}"
+    kwargs.setdefault("help", f"{text} {extra}".strip().replace("%", "%%"))
+    kwargs.setdefault("default", default)
+    kwargs.setdefault("dest", name)
+    flag = flag or "--" + name.replace("_", "-")
+    if "action" not in kwargs and "choices" not in kwargs:
+        kwargs.setdefault("metavar", flag.lstrip("-").replace("-", "_").upper())
+    group.add_argument(flag, **kwargs)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows the defaults, except for on/off flags: their help says what they switch."""
+
+    def _get_help_string(self, action):
+        return action.help if action.nargs == 0 else super()._get_help_string(action)
+
+
+def _default(cls, name: str):
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    raise KeyError(name)
+
+
+def _numbers(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
 def _add_network_options(p):
+    from ..config import NetworkConfig
+    from ..layers import WEIGHT_INITS
+
     g = p.add_argument_group("network (new networks; ignored with --network / --resume)")
-    g.add_argument("--sizes", default="auto", help="attention widths to cover, e.g. 768,320,640,1280; "
-                                                   "auto: every attention width of the model")
-    g.add_argument("--layer-structure", default="1,2,1", help="MLP widths as multiples of the input width")
-    g.add_argument("--activation", default="linear", help="linear, relu, leakyrelu, elu, swish, tanh, ...")
-    g.add_argument("--weight-init", default="Normal", help="Normal, XavierUniform, XavierNormal, KaimingUniform, "
-                                                           "KaimingNormal")
-    g.add_argument("--layer-norm", action="store_true", help="LayerNorm after each linear layer")
-    g.add_argument("--dropout-structure", default="", help="dropout per layer, e.g. 0,0.1,0 (empty: none)")
-    g.add_argument("--activate-output", action="store_true", help="activation after the output layer too")
-    g.add_argument("--network-seed", type=int, default=None, help="seed of the initial weights")
+    _option(g, NetworkConfig, "sizes", default="auto", extra="auto: every attention width of the model.")
+    _option(g, NetworkConfig, "layer_structure", default=_numbers(_default(NetworkConfig, "layer_structure")))
+    _option(g, NetworkConfig, "activation")
+    _option(g, NetworkConfig, "weight_init", choices=WEIGHT_INITS)
+    _option(g, NetworkConfig, "normal_std")
+    _option(g, NetworkConfig, "add_layer_norm", "--layer-norm")
+    _option(g, NetworkConfig, "use_dropout", extra="On by itself when --dropout-structure is given.")
+    _option(g, NetworkConfig, "dropout_structure", default="")
+    _option(g, NetworkConfig, "last_layer_dropout")
+    _option(g, NetworkConfig, "activate_output")
+    _option(g, NetworkConfig, "skip_connection")
+    _option(g, NetworkConfig, "upsample", default="none", choices=("none", "Linear"))
+    _option(g, NetworkConfig, "seed", "--network-seed", dest="network_seed", type=int)
+    _option(g, NetworkConfig, "info")
 
 
 def _add_data_options(p):
+    from ..data import DataConfig
+    from ..data.config import LATENT_SAMPLING, RESIZE_MODES
+
     g = p.add_argument_group("data")
-    g.add_argument("--data", required=True, help="folder of training images (captions in sidecar .txt files)")
-    g.add_argument("--template", default="hypernetwork", help="prompt template name or .txt file")
-    g.add_argument("--resize", default="bucket", choices=("bucket", "fixed"), help="aspect buckets or stretch")
-    g.add_argument("--width", type=int, default=512, help="image width (fixed) / bucket area with --height")
-    g.add_argument("--height", type=int, default=512, help="image height (fixed) / bucket area with --width")
-    g.add_argument("--min-side", type=int, default=256, help="shortest bucket side")
-    g.add_argument("--max-side", type=int, default=1024, help="longest bucket side")
-    g.add_argument("--divisor", type=int, default=64, help="bucket sides are multiples of this")
-    g.add_argument("--batch-size", type=int, default=1, help="images per batch")
-    g.add_argument("--repeats", type=int, default=1, help="times each image is used per epoch")
-    g.add_argument("--flip", type=float, default=0.0, help="probability of a horizontal flip")
-    g.add_argument("--shuffle-tags", action="store_true", help="shuffle the caption's comma-separated tags")
-    g.add_argument("--tag-dropout", type=float, default=0.0, help="probability of dropping each tag")
-    g.add_argument("--latent-sampling", default="once", choices=("once", "deterministic", "random"))
-    g.add_argument("--alpha-weight", action="store_true", help="PNG alpha as per-pixel loss weight")
-    g.add_argument("--cache-dir", default=None, help="folder for cached latents")
+    _option(g, DataConfig, "data_dir", "--data", required=True, extra="Captions in sidecar .txt files.")
+    _option(g, DataConfig, "recursive")
+    _option(g, DataConfig, "template")
+    _option(g, DataConfig, "resize", choices=RESIZE_MODES)
+    _option(g, DataConfig, "width")
+    _option(g, DataConfig, "height")
+    _option(g, DataConfig, "bucket_pixels", type=int)
+    _option(g, DataConfig, "min_side")
+    _option(g, DataConfig, "max_side")
+    _option(g, DataConfig, "divisor")
+    _option(g, DataConfig, "batch_size")
+    _option(g, DataConfig, "repeats")
+    _option(g, DataConfig, "flip")
+    _option(g, DataConfig, "shuffle_tags")
+    _option(g, DataConfig, "tag_dropout")
+    _option(g, DataConfig, "latent_sampling", choices=LATENT_SAMPLING)
+    _option(g, DataConfig, "use_alpha_weight", "--alpha-weight")
+    _option(g, DataConfig, "filename_regex")
+    _option(g, DataConfig, "filename_join")
+    _option(g, DataConfig, "cache_dir")
 
 
 def _add_training_options(p):
+    from ..config import help_of
+    from ..data import DataConfig
+    from ..optim import OptimizerConfig
+    from ..schedules import CLIP_MODES, KINDS, ScheduleConfig
+    from ..training.config import PRECISIONS, TrainConfig
+
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=1000, help="train until the network has done this many steps")
-    g.add_argument("--lr", default="0.00001", help="learning-rate schedule, e.g. '5e-6:100, 1e-6:-1'")
-    g.add_argument("--lr-kind", default="webui", choices=("webui", "cosine"), help="schedule kind")
-    g.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps")
-    g.add_argument("--cycle-steps", type=int, default=1000, help="cosine: steps of the first cycle")
-    g.add_argument("--min-lr", type=float, default=0.0, help="cosine: lowest learning rate")
-    g.add_argument("--optimizer", default="AdamW", help="optimizer name (any torch.optim, Lion, Prodigy, ...)")
-    g.add_argument("--optimizer-args", default="", help="optimizer arguments, e.g. 'betas=0.9,0.99 weight_decay=0.01'")
-    g.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
-    g.add_argument("--clip-mode", default="none", choices=("none", "value", "norm"), help="gradient clipping")
-    g.add_argument("--clip", default="0.1", help="clip value or max norm schedule, e.g. '0.1'")
-    g.add_argument("--save-every", type=int, default=500, help="snapshot every N steps (0: final only)")
-    g.add_argument("--preview-every", type=int, default=0, help="preview image every N steps (0: never)")
-    g.add_argument("--seed", type=int, default=0, help="seed of data order, noise, timesteps and dropout")
-    g.add_argument("--min-snr-gamma", type=float, default=0.0, help="min-SNR-gamma weighting (0: off, 5 usual)")
-    g.add_argument("--noise-offset", type=float, default=0.0, help="noise offset (0: off)")
-    g.add_argument("--grad-checkpointing", action="store_true", help="recompute UNet blocks to save memory")
-    g.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "fp16", "bf16"))
-    g.add_argument("--max-bad-steps", type=int, default=10, help="stop after this many non-finite steps in a row")
-    g.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
-    g.add_argument("--out", default="out", help="folder for checkpoints, logs and previews")
+    _option(g, TrainConfig, "steps")
+    _option(g, ScheduleConfig, "learn_rate", "--lr")
+    _option(g, ScheduleConfig, "kind", "--lr-kind", choices=KINDS)
+    for name in ("warmup_steps", "warmup_start", "cycle_steps", "cycle_mult", "cycle_warmup", "min_lr", "gamma"):
+        _option(g, ScheduleConfig, name)
+    _option(g, OptimizerConfig, "name", "--optimizer", dest="optimizer")
+    _option(g, OptimizerConfig, "kwargs", "--optimizer-args", dest="optimizer_args", default="")
+    _option(g, TrainConfig, "grad_accum")
+    _option(g, ScheduleConfig, "clip_grad_mode", "--clip-mode", choices=CLIP_MODES)
+    _option(g, ScheduleConfig, "clip_grad_value", "--clip")
+    for name in ("save_every", "preview_every", "log_every"):
+        _option(g, TrainConfig, name)
+    _option(g, TrainConfig, "seed", extra=f"Also the data seed: {help_of(DataConfig, 'seed')}")
+    for name in ("min_snr_gamma", "noise_offset", "grad_checkpointing"):
+        _option(g, TrainConfig, name)
+    _option(g, TrainConfig, "mixed_precision", choices=PRECISIONS)
+    _option(g, TrainConfig, "max_bad_steps")
+    _option(g, TrainConfig, "tensorboard")
+    _option(g, TrainConfig, "save_safetensors", "--no-safetensors")
+    _option(g, TrainConfig, "save_optimizer")
+    _option(g, TrainConfig, "out_dir", "--out")
 
 
 def add_parser(sub) -> None:
+    from ..config import help_of
+    from ..data import DataConfig
+    from ..training.config import TrainConfig
+
     p = sub.add_parser("train", help="train a hypernetwork", description=__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--name", required=True, help="network name: files are <name>.pt and <name>-<step>.pt")
+                       formatter_class=_HelpFormatter)
+    _option(p, TrainConfig, "name", required=True, default=None, extra=f"Also: {help_of(DataConfig, 'name')}")
     p.add_argument("--model", default="tiny", choices=("tiny",), help="built-in model (when --ckpt is not given)")
     p.add_argument("--model-seed", type=int, default=0, help="seed of the tiny model's random weights")
     p.add_argument("--ckpt", default=None, help="Stable Diffusion checkpoint (.safetensors or .ckpt)")
     p.add_argument("--config", default=None, help="the checkpoint's ldm yaml (v1-inference.yaml, ...)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu or cuda (empty: cuda when available)")
     p.add_argument("--network", default=None, help="continue training this network file (uses its .optim)")
     p.add_argument("--resume", default=None, help="resume this checkpoint: weights, step, optimizer, RNG, data")
     _add_network_options(p)
@@ -122,11 +188,13 @@ def add_parser(sub) -> None:
 def data_config(args):
     from ..data import DataConfig
 
-    return DataConfig(data_dir=args.data, name=args.name, template=args.template, resize=args.resize,
-                      width=args.width, height=args.height, min_side=args.min_side, max_side=args.max_side,
-                      divisor=args.divisor, batch_size=args.batch_size, repeats=args.repeats, flip=args.flip,
+    return DataConfig(data_dir=args.data_dir, recursive=args.recursive, name=args.name, template=args.template,
+                      resize=args.resize, width=args.width, height=args.height, bucket_pixels=args.bucket_pixels,
+                      min_side=args.min_side, max_side=args.max_side, divisor=args.divisor,
+                      batch_size=args.batch_size, repeats=args.repeats, flip=args.flip,
                       shuffle_tags=args.shuffle_tags, tag_dropout=args.tag_dropout,
-                      latent_sampling=args.latent_sampling, use_alpha_weight=args.alpha_weight,
+                      latent_sampling=args.latent_sampling, use_alpha_weight=args.use_alpha_weight,
+                      filename_regex=args.filename_regex, filename_join=args.filename_join,
                       cache_dir=args.cache_dir, seed=args.seed)
 
 
@@ -135,16 +203,37 @@ def train_config(args):
     from ..schedules import ScheduleConfig
     from ..training import TrainConfig
 
-    schedule = ScheduleConfig(learn_rate=args.lr, kind=args.lr_kind, warmup_steps=args.warmup_steps,
-                              cycle_steps=args.cycle_steps, min_lr=args.min_lr, clip_grad_mode=args.clip_mode,
-                              clip_grad_value=args.clip)
-    return TrainConfig(name=args.name, out_dir=args.out, steps=args.steps, grad_accum=args.grad_accum,
-                       save_every=args.save_every, preview_every=args.preview_every, seed=args.seed,
-                       min_snr_gamma=args.min_snr_gamma, noise_offset=args.noise_offset,
+    schedule = ScheduleConfig(learn_rate=args.learn_rate, kind=args.kind, warmup_steps=args.warmup_steps,
+                              warmup_start=args.warmup_start, cycle_steps=args.cycle_steps,
+                              cycle_mult=args.cycle_mult, cycle_warmup=args.cycle_warmup, min_lr=args.min_lr,
+                              gamma=args.gamma, clip_grad_mode=args.clip_grad_mode,
+                              clip_grad_value=args.clip_grad_value)
+    return TrainConfig(name=args.name, out_dir=args.out_dir, steps=args.steps, grad_accum=args.grad_accum,
+                       save_every=args.save_every, preview_every=args.preview_every, log_every=args.log_every,
+                       seed=args.seed, min_snr_gamma=args.min_snr_gamma, noise_offset=args.noise_offset,
                        grad_checkpointing=args.grad_checkpointing, mixed_precision=args.mixed_precision,
-                       max_bad_steps=args.max_bad_steps, tensorboard=not args.no_tensorboard,
+                       max_bad_steps=args.max_bad_steps, tensorboard=args.tensorboard,
+                       save_safetensors=args.save_safetensors, save_optimizer=args.save_optimizer,
                        optimizer=OptimizerConfig(name=args.optimizer, kwargs=args.optimizer_args),
                        schedule=schedule)
+
+
+def network_config(args, model_widths=()):
+    """The NetworkConfig of a new network from the options; ``model_widths`` (the model's attention widths)
+    are the sizes when --sizes is auto."""
+    from ..config import NetworkConfig
+
+    auto = str(args.sizes).strip().lower() == "auto"
+    if auto and not model_widths:
+        raise ValueError("network_config: --sizes auto needs the model's attention widths")
+    return NetworkConfig(sizes=sorted(set(model_widths)) if auto else args.sizes,
+                         layer_structure=args.layer_structure, activation=args.activation,
+                         weight_init=args.weight_init, normal_std=args.normal_std, add_layer_norm=args.add_layer_norm,
+                         use_dropout=args.use_dropout or bool(args.dropout_structure.strip()),
+                         dropout_structure=args.dropout_structure or None,
+                         last_layer_dropout=args.last_layer_dropout, activate_output=args.activate_output,
+                         skip_connection=args.skip_connection, upsample=args.upsample, seed=args.network_seed,
+                         info=args.info)
 
 
 def build_host(args):
@@ -173,14 +262,8 @@ def build_network(args, host):
         from .. import formats
 
         return formats.load(source), source
-    if args.sizes.strip().lower() == "auto":
-        sizes = sorted({width for _, _, width in attention_modules(host.attention_root())})
-    else:
-        sizes = args.sizes
-    return create(name=args.name, sizes=sizes, layer_structure=args.layer_structure, activation=args.activation,
-                  weight_init=args.weight_init, add_layer_norm=args.layer_norm,
-                  dropout_structure=args.dropout_structure or None, use_dropout=bool(args.dropout_structure),
-                  activate_output=args.activate_output, seed=args.network_seed), None
+    widths = [width for _, _, width in attention_modules(host.attention_root())]
+    return create(network_config(args, widths), name=args.name), None
 
 
 def run_train(args) -> int:
