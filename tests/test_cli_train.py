@@ -1,13 +1,13 @@
 """The ``train`` command line: every config field has an option (derived from the dataclasses, so a new field
-fails here until it gets one), help comes from the field metadata, and a full command line reaches every
-field."""
+fails here until it gets one), help comes from the field metadata, a full command line reaches every field,
+and the tiny model's hash (the latent-cache key) follows its seed."""
 import argparse
 import dataclasses
 
 import pytest
 
 from hypernet_ext.commands import train as train_command
-from hypernet_ext.commands.train import data_config, network_config, train_config
+from hypernet_ext.commands.train import data_config, network_config, tiny_model_hash, train_config
 from hypernet_ext.config import NetworkConfig, help_of
 from hypernet_ext.data import DataConfig
 from hypernet_ext.optim import OptimizerConfig
@@ -141,3 +141,30 @@ def test_auto_sizes_are_the_models_widths():
     assert network_config(args, [320, 768, 320, 640]).sizes == (320, 640, 768)
     with pytest.raises(ValueError, match="auto"):
         network_config(args)
+
+
+def test_the_tiny_models_hash_names_its_seed():
+    assert tiny_model_hash(0) == "tinysd1-v1"   # unchanged: caches and files written before stay valid
+    assert len({tiny_model_hash(seed) for seed in range(5)}) == 5
+
+
+def test_another_model_seed_does_not_reuse_cached_latents(shapes_dir, tiny_cache, tmp_path, monkeypatch):
+    pytest.importorskip("ldm")
+    import torch
+
+    from hypernet_ext.data import prepare_dataset
+
+    monkeypatch.setenv("HYPERNET_EXT_CACHE", str(tiny_cache))
+    cache = tmp_path / "cache"
+    argv = ["train", "--name", "hn", "--data", str(shapes_dir), "--template", "captions_only", "--resize", "fixed",
+            "--width", "32", "--height", "32", "--min-side", "16", "--cache-dir", str(cache), "--device", "cpu"]
+    latents, files = {}, []
+    for seed in (0, 1):
+        args = train_parser().parse_args(argv + ["--model-seed", str(seed)])
+        host = train_command.build_host(args)
+        assert host.model_id == tiny_model_hash(seed)
+        dataset = prepare_dataset(data_config(args), host.encode_images, host.scale_factor, model_id=host.model_id)
+        latents[seed] = dataset.batch(0).latents
+        files.append(len(list(cache.iterdir())))
+    assert files[1] == 2 * files[0] > 0     # the second model encoded the images itself
+    assert not torch.equal(latents[0], latents[1])

@@ -236,6 +236,12 @@ def network_config(args, model_widths=()):
                          info=args.info)
 
 
+def tiny_model_hash(seed: int) -> str:
+    """The model hash of the tiny model built from ``seed``: another seed is another model (another VAE), so
+    latents cached for one must not be used for another. Seed 0 keeps the hash it always had."""
+    return "tinysd1-v1" if int(seed) == 0 else f"tinysd1-v1-seed{int(seed)}"
+
+
 def build_host(args):
     import torch
 
@@ -248,7 +254,8 @@ def build_host(args):
         return load_ldm_checkpoint(args.ckpt, args.config, device=device)
     from ..standalone.demo import build_tiny_ldm
 
-    return LdmHost(build_tiny_ldm(seed=args.model_seed), model_name="tiny-sd1", model_hash="tinysd1-v1").to(device)
+    return LdmHost(build_tiny_ldm(seed=args.model_seed), model_name="tiny-sd1",
+                   model_hash=tiny_model_hash(args.model_seed)).to(device)
 
 
 def build_network(args, host):
