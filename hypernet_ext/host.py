@@ -34,7 +34,8 @@ class HostModel(Protocol):
         """The module holding the attention layers hypernetworks attach to (the UNet)."""
 
     def freeze(self) -> None:
-        """Turn off gradients for every weight of the base model."""
+        """Turn off gradients for every weight of the base model. Nothing else: what must be undone after a run
+        (ldm's own checkpointing flags, our hooks) is changed by the trainer through handles."""
 
 
 class Callbacks:

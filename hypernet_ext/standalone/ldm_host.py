@@ -2,7 +2,8 @@
 
 ``LdmHost(model)`` gives the trainer what it needs (VAE moments, prompt conditioning, UNet prediction, noise
 schedule) plus ``decode_latents`` for previews. ``load_ldm_checkpoint(ckpt, config_yaml)`` builds the model
-from its yaml with omegaconf and ldm's instantiate_from_config and loads .safetensors or .ckpt weights safely.
+from its yaml with omegaconf and ldm's instantiate_from_config (ldm's own checkpointing off: it would give a
+hypernetwork no gradient) and loads .safetensors or .ckpt weights safely.
 """
 from __future__ import annotations
 
@@ -90,7 +91,11 @@ class LdmHost:
         return self.unet
 
     def freeze(self) -> None:
-        """No gradients for any base weight, and eval mode (no dropout in the UNet, as in webui)."""
+        """No gradients for any base weight, and eval mode (no dropout in the UNet, as in webui).
+
+        ldm's ``use_checkpoint`` flags are left alone: the trainer turns them off for the run, with an undo
+        (hypernet_ext.training.recompute.disable_builtin_checkpointing).
+        """
         self.model.eval()
         for param in self.model.parameters():
             param.requires_grad_(False)
@@ -126,6 +131,20 @@ def _read_state_dict(path: Path) -> dict:
     return data
 
 
+def _no_builtin_checkpointing(params) -> None:
+    """Build the UNet with ``use_checkpoint: False``: the SD yamls set True, and ldm's CheckpointFunction then
+    recomputes each block under no_grad, differentiating only the block's own weights, never a hypernetwork's."""
+    unet = params.get("unet_config")
+    if unet is None:
+        return
+    if "params" not in unet:
+        unet.params = {}
+    if unet.params.get("use_checkpoint", False):
+        logger.info("building the UNet with use_checkpoint False (the yaml says True): ldm's checkpointing "
+                    "gives a hypernetwork no gradient")
+    unet.params.use_checkpoint = False
+
+
 def load_ldm_checkpoint(ckpt, config_yaml, device="cpu", half: bool = False) -> LdmHost:
     """An LdmHost for a Stable Diffusion 1.x/2.x checkpoint (.safetensors or .ckpt, loaded without running code)
     and its ldm yaml (e.g. v1-inference.yaml, v2-inference-v.yaml). The yaml's text encoder must be loadable
@@ -139,6 +158,7 @@ def load_ldm_checkpoint(ckpt, config_yaml, device="cpu", half: bool = False) -> 
             raise ConfigError(f"{path} does not exist")
     config = OmegaConf.load(config_yaml)
     params = config.model.get("params", {})
+    _no_builtin_checkpointing(params)
     if "cond_stage_config" in params and "params" in params.cond_stage_config \
             and "device" in params.cond_stage_config.params:
         params.cond_stage_config.params.device = str(device)

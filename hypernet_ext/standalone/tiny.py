@@ -18,8 +18,12 @@ UNET_PRESETS = {
 }
 
 
-def tiny_unet(preset: str = "sd1-tiny", *, seed: int = 0, context_dim: Optional[int] = None) -> nn.Module:
-    """An ldm ``UNetModel`` with spatial transformers, random weights, no zero-initialised layers."""
+def tiny_unet(preset: str = "sd1-tiny", *, seed: int = 0, context_dim: Optional[int] = None,
+              use_checkpoint: bool = False) -> nn.Module:
+    """An ldm ``UNetModel`` with spatial transformers, random weights, no zero-initialised layers.
+
+    ``use_checkpoint`` is ldm's own flag (True in the SD yamls); it does not change the weights drawn.
+    """
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     p = dict(UNET_PRESETS[preset])
@@ -34,7 +38,7 @@ def tiny_unet(preset: str = "sd1-tiny", *, seed: int = 0, context_dim: Optional[
             num_res_blocks=1, attention_resolutions=[2 ** i for i in range(n_levels)],
             channel_mult=list(p["channel_mult"]), num_head_channels=p["head_channels"],
             use_spatial_transformer=True, transformer_depth=1, context_dim=p["context_dim"],
-            use_linear_in_transformer=p["linear"], legacy=False, use_checkpoint=False,
+            use_linear_in_transformer=p["linear"], legacy=False, use_checkpoint=use_checkpoint,
         )
         rerandomize_zero_init(unet, seed=seed)
     finally:

@@ -3,9 +3,13 @@
 Blocks are found by class name (ldm/sgm, diffusers), so no host code is imported. Each gets an instance-level
 forward running the class's forward through non-reentrant torch.utils.checkpoint (which works when no input
 needs grad, as with a frozen base); the handle's ``remove()`` deletes every wrapper and leaves nothing behind.
+
+``disable_builtin_checkpointing`` turns off ldm's/sgm's own checkpointing (``use_checkpoint: True`` in the SD
+yamls and on webui's sd_model), which recomputes under no_grad and gives no gradient to a hypernetwork.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import List, Tuple
 
@@ -17,6 +21,17 @@ logger = logging.getLogger(__name__)
 
 BLOCK_CLASSES = ("ResBlock", "SpatialTransformer", "SpatialVideoTransformer", "ResnetBlock2D",
                  "Transformer2DModel")
+# ldm/sgm flags that route a block through their own checkpoint(); in ldm that is a CheckpointFunction running the
+# forward under no_grad and differentiating only the block's inputs and own (frozen) parameters
+BUILTIN_FLAGS = ("checkpoint", "use_checkpoint")
+# ldm and sgm classes carrying one of BUILTIN_FLAGS (SpatialTransformer only passes it on); any class defined in an
+# ``ldm`` or ``sgm`` module is matched as well
+BUILTIN_CLASSES = ("BasicTransformerBlock", "BasicTransformerSingleLayerBlock", "ResBlock", "AttentionBlock",
+                   "SpatialTransformer", "UNetModel", "EncoderUNetModel", "VideoResBlock", "VideoTransformerBlock",
+                   "SpatialVideoTransformer", "VideoUNet")
+# classes whose forward checkpoints whatever their flag says (ldm: ``checkpoint(..., True)``); they get an
+# instance forward calling their ``_forward`` directly, as webui's sd_hijack_checkpoint does for the class
+ALWAYS_CHECKPOINTED = ("AttentionBlock", "BasicTransformerSingleLayerBlock")
 _MISSING = object()
 
 
@@ -84,3 +99,93 @@ def enable_gradient_checkpointing(root: nn.Module, classes=BLOCK_CLASSES) -> Che
         wrapped.append((module, wrapper))
     logger.debug("gradient checkpointing on %d blocks", len(wrapped))
     return CheckpointingHandle(wrapped)
+
+
+class _Direct:
+    """The forward put on a block that always checkpoints: its ``_forward``, given the arguments it accepts."""
+
+    def __init__(self, module: nn.Module):
+        self.forward = module._forward
+        parameters = inspect.signature(self.forward).parameters.values()
+        self.any_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters)
+        self.keywords = {p.name for p in parameters}
+
+    def __call__(self, *args, **kwargs):
+        if not self.any_keyword:   # sgm's AttentionBlock.forward takes and ignores **kwargs; _forward does not
+            kwargs = {k: v for k, v in kwargs.items() if k in self.keywords}
+        return self.forward(*args, **kwargs)
+
+
+class BuiltinCheckpointHandle:
+    """Owns the flags and forwards changed by disable_builtin_checkpointing; ``remove()`` restores them exactly."""
+
+    def __init__(self, flags: List[Tuple[nn.Module, str, object]], direct: List[Tuple[nn.Module, _Direct]]):
+        self._flags = flags        # (module, attribute, previous value or _MISSING when only the class had it)
+        self._direct = direct
+
+    @property
+    def flags(self) -> int:
+        return len(self._flags)
+
+    @property
+    def blocks(self) -> int:
+        """Blocks whose always-checkpointing forward was bypassed."""
+        return len(self._direct)
+
+    def remove(self) -> None:
+        flags, self._flags = self._flags, []
+        direct, self._direct = self._direct, []
+        for module, attribute, previous in flags:
+            if module.__dict__.get(attribute) is not False:
+                logger.warning("%s.%s was changed by someone else while built-in checkpointing was off; leaving "
+                               "their value %r", type(module).__name__, attribute, getattr(module, attribute, None))
+            elif previous is _MISSING:
+                del module.__dict__[attribute]
+            else:
+                module.__dict__[attribute] = previous
+        for module, wrapper in direct:
+            if module.__dict__.get("forward") is not wrapper:
+                logger.warning("the forward of %s was replaced by someone else while built-in checkpointing was off; "
+                               "leaving theirs in place", type(module).__name__)
+                continue
+            del module.__dict__["forward"]
+
+    def __enter__(self) -> "BuiltinCheckpointHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _is_builtin(module: nn.Module, classes) -> bool:
+    cls = type(module)
+    return cls.__name__ in classes or cls.__module__.split(".")[0] in ("ldm", "sgm")
+
+
+def disable_builtin_checkpointing(root: nn.Module, classes=BUILTIN_CLASSES) -> BuiltinCheckpointHandle:
+    """Turn off ldm's/sgm's own gradient checkpointing under ``root`` until the handle's ``remove()``.
+
+    Every ``checkpoint`` / ``use_checkpoint`` attribute that is ``True`` on an ldm/sgm block (by class name or
+    defining module) is set to False on the instance; blocks in ALWAYS_CHECKPOINTED get an instance forward that
+    skips the wrapper. Use enable_gradient_checkpointing for memory savings that keep the hypernetwork's gradient.
+    """
+    flags, direct = [], []
+    for module in root.modules():
+        if not _is_builtin(module, classes):
+            continue
+        for attribute in BUILTIN_FLAGS:
+            if getattr(module, attribute, None) is True:
+                flags.append((module, attribute, module.__dict__.get(attribute, _MISSING)))
+                module.__dict__[attribute] = False
+        if type(module).__name__ in ALWAYS_CHECKPOINTED and callable(getattr(module, "_forward", None)):
+            current = module.__dict__.get("forward")
+            if current is None:
+                wrapper = _Direct(module)
+                module.__dict__["forward"] = wrapper
+                direct.append((module, wrapper))
+            elif not isinstance(current, _Direct):
+                logger.warning("%s already has its own forward; its built-in checkpointing stays on",
+                               type(module).__name__)
+    if flags or direct:
+        logger.debug("built-in checkpointing off: %d flags, %d always-checkpointed blocks", len(flags), len(direct))
+    return BuiltinCheckpointHandle(flags, direct)
