@@ -1,7 +1,9 @@
 """The data layer on tiny synthetic images and a fake encoder: captions, prompts, buckets, flips, repeats,
 latent sampling, alpha weights, the latent cache, batch(step) purity and bad data."""
 import math
+import os
 import random
+import re
 from collections import Counter
 
 import numpy as np
@@ -107,7 +109,8 @@ def test_bad_config_is_refused_with_the_field_named(fields, message):
 def test_config_defaults_and_round_trip():
     cfg = DataConfig(data_dir="x")
     assert (cfg.width, cfg.height, cfg.min_side, cfg.max_side, cfg.divisor) == (512, 512, 256, 1024, 64)
-    assert cfg.pixel_budget == 512 * 512 and cfg.filename_regex == r"[\w]+" and cfg.template == "hypernetwork"
+    assert cfg.pixel_budget == 512 * 512 and cfg.filename_regex == "" and cfg.template == "hypernetwork"
+    assert cfg.filename_join == " "   # webui v1.10.1: dataset_filename_word_regex "", join string " "
     assert DataConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
 
 
@@ -147,15 +150,51 @@ def test_cover_crop_covers_and_crops_the_minimum(size, bucket):
 
 # --------------------------------------------------------------------------------------------- captions
 
+def webui_filename_text(filename, word_regex, join):
+    """webui v1.10.1 textual_inversion/dataset.py: the caption of an image without a .txt, as it computes it."""
+    filename_text = os.path.splitext(filename)[0]
+    filename_text = re.sub(re.compile(r"^[-\d]+\s*"), "", filename_text)
+    re_word = re.compile(word_regex) if word_regex else None
+    if re_word:
+        tokens = re_word.findall(filename_text)
+        filename_text = (join or "").join(tokens)
+    return filename_text
+
+
+NAMES = ["00012-a cat, sitting.png", "123-456 red_dog.jpg", "red dog (1).webp", "12 plain name.png",
+         "2024-01-05 girl, solo, red hair.png", "-- 3 a b.png", "0001.png", "v1.2 final, best.png", "cat_1 dog_2.png"]
+
+
+@pytest.mark.parametrize("regex, join", [("", " "), (r"[\w]+", " "), (r"[^,]+", ","), (r"[a-z]+", "_"),
+                                         (r"(\w+)_\d", " "), (r"[\w]+", "")])
+def test_caption_from_the_file_name_is_webuis(regex, join):
+    for name in NAMES:
+        stem = name.rsplit(".", 1)[0]
+        assert caption_from_name(stem, regex, join) == webui_filename_text(name, regex, join), name
+
+
 @pytest.mark.parametrize("stem, regex, join, expected", [
+    ("00012-a cat, sitting", "", " ", "a cat, sitting"),   # webui's default: the whole name, commas kept
     ("00012-a cat, sitting", r"[\w]+", " ", "a cat sitting"),
     ("00012-a cat, sitting", r"[^,]+", ",", "a cat, sitting"),
     ("123-456 red_dog", r"[\w]+", " ", "red_dog"),
     ("red dog (1)", r"[a-z]+", "_", "red_dog"),
     ("12 plain name", "", " ", "plain name"),
+    ("cat_1 dog_2", r"(\w+)_\d", "+", "cat+dog"),   # findall gives the group
 ])
 def test_caption_from_the_file_name_follows_webui(stem, regex, join, expected):
     assert caption_from_name(stem, regex, join) == expected
+
+
+def test_by_default_a_file_name_caption_keeps_its_tags_for_shuffle_and_dropout(folder, tmp_path):
+    save(folder, "0007-girl, solo, red hair.png")
+    assert read_caption(folder / "0007-girl, solo, red hair.png") == "girl, solo, red hair"
+    (tmp_path / "t.txt").write_text("[filewords]", encoding="utf-8")
+    ds = prepare(config(folder, template=str(tmp_path / "t.txt"), shuffle_tags=True))
+    assert [s.caption for s in ds.samples] == ["girl, solo, red hair"]
+    prompts = {ds.batch(k).prompts[0] for k in range(60)}
+    assert {tuple(sorted(p.split(", "))) for p in prompts} == {("girl", "red hair", "solo")}
+    assert len(prompts) == 6   # every order of the three tags
 
 
 def test_sidecar_caption_wins_over_the_file_name(folder):

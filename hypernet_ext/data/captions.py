@@ -19,6 +19,9 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 DEFAULT_TEMPLATE = "hypernetwork"
 # webui strips any run of digits and dashes at the start of a file name ("00012-a cat" -> "a cat")
 _LEADING_NUMBER = re.compile(r"^[-\d]+\s*")
+# webui v1.10.1's dataset_filename_word_regex and dataset_filename_join_string defaults: the whole name, as is
+DEFAULT_WORD_REGEX = ""
+DEFAULT_JOIN = " "
 
 
 def shipped_templates() -> List[str]:
@@ -54,16 +57,17 @@ def load_template(spec: str) -> List[str]:
     return lines
 
 
-def caption_from_name(stem: str, word_regex: str = r"[\w]+", join: str = " ") -> str:
-    """webui's caption for an image without a .txt: drop a leading number/dash run, then join the words the
-    regex finds (the whole remaining name when the regex is empty)."""
+def caption_from_name(stem: str, word_regex: str = DEFAULT_WORD_REGEX, join: str = DEFAULT_JOIN) -> str:
+    """webui's caption for an image without a .txt: drop a leading number/dash run, then, when a regex is
+    set, join what it finds (re.findall: its groups when it has some); with none, the rest of the name as is,
+    commas included, so tag shuffle and dropout can split it."""
     text = _LEADING_NUMBER.sub("", stem)
     if word_regex:
-        text = join.join(re.findall(word_regex, text))
+        text = (join or "").join(re.findall(word_regex, text))
     return text
 
 
-def read_caption(image_path, word_regex: str = r"[\w]+", join: str = " ") -> str:
+def read_caption(image_path, word_regex: str = DEFAULT_WORD_REGEX, join: str = DEFAULT_JOIN) -> str:
     """The caption of an image: its sidecar ``<stem>.txt`` when there is one (whitespace at the ends and line
     breaks tidied), else the file name through caption_from_name."""
     image_path = Path(image_path)

@@ -54,9 +54,9 @@ class DataConfig(ConfigMixin):
                 "random: a fresh sample every time the image is used."})
     use_alpha_weight: bool = field(default=False, metadata={
         "help": "Use the PNG alpha channel as a per-pixel loss weight (transparent parts count less)."})
-    filename_regex: str = field(default=r"[\w]+", metadata={
+    filename_regex: str = field(default="", metadata={
         "help": "Without a .txt caption: the words of the file name this regex finds form the caption "
-                "(webui's dataset_filename_word_regex). Empty: the whole name."})
+                "(webui's dataset_filename_word_regex, empty by default). Empty: the whole name, commas kept."})
     filename_join: str = field(default=" ", metadata={
         "help": "String that joins the words found in a file name (webui's dataset_filename_join_string)."})
     cache_dir: Optional[str] = field(default=None, metadata={
@@ -99,7 +99,8 @@ class DataConfig(ConfigMixin):
                 re.compile(self.filename_regex)
             except re.error as e:
                 raise ConfigError(f"filename_regex: {self.filename_regex!r} is not a valid regular expression "
-                                  f"({e}); webui's default is [\\w]+") from None
+                                  f"({e}); leave it empty for the whole file name (webui's default) or give "
+                                  "one like [\\w]+ for its words") from None
         if self.resize == "bucket":
             self._check_buckets()
 
