@@ -5,6 +5,7 @@ import os
 import random
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hypernet_ext.data import DataConfig, prepare_dataset
+from hypernet_ext.data import DataConfig, images, prepare_dataset
 from hypernet_ext.data.buckets import assign_bucket, cover_crop, make_buckets
 from hypernet_ext.data.captions import (
     caption_from_name,
@@ -474,6 +475,35 @@ def test_unreadable_and_too_small_images_are_skipped_and_counted(folder):
     assert sorted(s.skipped["unreadable"]) == [str(folder / "broken.png"), str(truncated)]
     assert sorted(ds.batch(k).paths[0] for k in range(2)) == [str(good), str(folder / "thin.png")]
     assert progress[-1] == (3, 3) and "5 images found" in str(s)
+
+
+@pytest.mark.parametrize("resize, used, skipped", [
+    ("bucket", ["big.png", "thin.png"], {"too small": ["tiny.png"]}),
+    ("fixed", ["big.png", "thin.png", "tiny.png"], {}),   # webui's fixed mode stretches every image
+])
+def test_min_side_skips_small_images_only_in_bucket_mode(folder, resize, used, skipped):
+    save(folder, "big.png", 64, 64)
+    save(folder, "thin.png", 24, 64)
+    tiny = save(folder, "tiny.png", 20, 30, seed=5)   # both sides under min_side 32
+    ds = prepare(config(folder, resize=resize, width=64, height=64))
+    assert sorted(Path(s.path).name for s in ds.samples) == used
+    assert {k: [Path(p).name for p in v] for k, v in ds.summary.skipped.items()} == skipped
+    if resize == "fixed":
+        sample = next(s for s in ds.samples if s.path.endswith("tiny.png"))
+        assert sample.bucket == (64, 64)
+        expected = expected_mean(tiny.resize((64, 64), Image.BICUBIC))
+        assert torch.allclose(sample.latents[0].mean * SCALE, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("resize", ["bucket", "fixed"])
+def test_images_without_pixels_are_skipped_in_every_mode(folder, monkeypatch, resize):
+    save(folder, "good.png")
+    save(folder, "empty.png")
+    real = images.image_size
+    monkeypatch.setattr(images, "image_size", lambda path: (0, 64) if path.name == "empty.png" else real(path))
+    ds = prepare(config(folder, resize=resize))
+    assert [Path(s.path).name for s in ds.samples] == ["good.png"]
+    assert ds.summary.skipped == {"unreadable": [str(folder / "empty.png")]} and "1 unreadable" in str(ds.summary)
 
 
 def test_missing_empty_and_unusable_folders_raise_before_encoding(folder, tmp_path):

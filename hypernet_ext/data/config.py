@@ -38,7 +38,8 @@ class DataConfig(ConfigMixin):
     bucket_pixels: Optional[int] = field(default=None, metadata={
         "help": "Most pixels of a bucket (width x height). Empty: width * height."})
     min_side: int = field(default=256, metadata={
-        "help": "Shortest bucket side. Images whose sides are both shorter than this are skipped."})
+        "help": "Shortest bucket side. In bucket mode, images whose sides are both shorter than this are skipped; "
+                "fixed mode stretches every image, as webui does."})
     max_side: int = field(default=1024, metadata={"help": "Longest bucket side."})
     divisor: int = field(default=64, metadata={"help": "Bucket sides are multiples of this (a multiple of 8)."})
     batch_size: int = field(default=1, metadata={"help": "Images per batch; a batch holds one bucket only."})

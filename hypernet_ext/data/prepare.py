@@ -128,8 +128,9 @@ def _check_folder(data_dir: str) -> Path:
 def _plan(config: DataConfig, paths: List[Path], summary: DataSummary) -> List[_Item]:
     """Caption and bucket of every readable, large enough image, from file headers only (nothing decoded).
 
-    Too small means both sides shorter than min_side: such an image would have to be enlarged more than any
-    bucket needs. One short side alone is fine (a long thin image goes to a long thin bucket)."""
+    In bucket mode, too small means both sides shorter than min_side: such an image would have to be enlarged
+    more than any bucket needs. One short side alone is fine (a long thin image goes to a long thin bucket).
+    Fixed mode stretches every image to width x height, as webui does; it skips only images without pixels."""
     if config.resize == "fixed":
         buckets = [(config.width, config.height)]
     else:
@@ -141,7 +142,10 @@ def _plan(config: DataConfig, paths: List[Path], summary: DataSummary) -> List[_
         except images.UNREADABLE as e:
             summary.skip(SKIP_UNREADABLE, path, str(e))
             continue
-        if max(width, height) < config.min_side:
+        if width < 1 or height < 1:
+            summary.skip(SKIP_UNREADABLE, path, f"{width}x{height}: no pixels")
+            continue
+        if config.resize == "bucket" and max(width, height) < config.min_side:
             summary.skip(SKIP_TOO_SMALL, path, f"{width}x{height}, both sides below min_side {config.min_side}")
             continue
         try:
