@@ -223,6 +223,26 @@ def test_shipped_templates_and_template_files(tmp_path):
         load_template(str(tmp_path / "empty.txt"))
 
 
+@pytest.mark.parametrize("name, at_least, placeholders", [
+    # as many lines as webui v1.10.1's template of the same name, in our own words
+    ("hypernetwork", 27, {"[filewords]"}),
+    ("subject", 27, {"[name]"}),
+    ("subject_filewords", 27, {"[name]", "[filewords]"}),
+    ("style", 19, {"[name]"}),
+    ("style_filewords", 17, {"[name]", "[filewords]"}),
+    ("none", 1, set()),
+    ("captions_only", 1, {"[filewords]"}),
+])
+def test_shipped_templates_vary_as_much_as_webuis(name, at_least, placeholders):
+    lines = load_template(name)
+    assert len(lines) >= at_least and len(set(lines)) == len(lines)
+    for line in lines:
+        assert {p for p in ("[name]", "[filewords]") if p in line} == placeholders, line
+        assert not re.search(r"\[(?!name\]|filewords\])", line), line   # no other placeholder
+    if name == "captions_only":
+        assert lines == ["[filewords]"]
+
+
 def test_tag_dropout_and_shuffle_statistics():
     caption = ", ".join(f"t{i}" for i in range(10))
     rng = random.Random(1)
