@@ -1,6 +1,8 @@
 """End-to-end runs on the tiny ldm model: exactly the expected files, a frozen base, gradient checkpointing,
 gradient accumulation, non-finite steps (skipped, then a stop at the last good checkpoint), stop requests and
-Ctrl-C, and previews through the callbacks."""
+Ctrl-C, previews through the callbacks, and the effective learning rate of LR-free optimizers in progress and
+logs."""
+import csv
 import math
 
 import pytest
@@ -14,7 +16,8 @@ from hypernet_ext.fileio import short_hash
 from hypernet_ext.formats.torch_zip import webui_rejected_names
 from hypernet_ext.host import Callbacks
 from hypernet_ext.training import TrainConfig, Trainer
-from hypernet_ext.training.logs import read_loss_csv
+from hypernet_ext.training import logs as logs_module
+from hypernet_ext.training.logs import COLUMNS, TrainingLog, read_loss_csv
 
 pytest.importorskip("ldm")
 
@@ -27,10 +30,11 @@ def small_net(seed=0, **fields):
 class Recorder(Callbacks):
     def __init__(self, stop_at=None, interrupt_at=None):
         self.stop_at, self.interrupt_at = stop_at, interrupt_at
-        self.steps, self.messages, self.previews, self.checkpoints = [], [], [], []
+        self.steps, self.messages, self.previews, self.checkpoints, self.lrs = [], [], [], [], []
 
     def on_progress(self, step, total, loss, lr, eta_s):
         self.steps.append(step)
+        self.lrs.append(lr)
         if step == self.interrupt_at:
             raise KeyboardInterrupt
 
@@ -73,6 +77,7 @@ def test_six_steps_write_exactly_the_expected_files(ldm_host, shapes_dataset, tm
     rows = read_loss_csv(tmp_path / "hypernetwork_loss.csv")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and all(math.isfinite(r["loss"]) for r in rows)
     assert rec.steps == [1, 2, 3, 4, 5, 6] and rec.previews == [3, 6]
+    assert rec.lrs == [1e-3] * 6 and [r["effective_lr"] for r in rows] == [1e-3] * 6   # AdamW: the rate itself
     assert [s for _, s in rec.checkpoints] == [2, 4, 6, 6]
     assert result.final_path == str(tmp_path / "hn.pt") and result.step == net.step == 6
 
@@ -169,6 +174,49 @@ def test_non_finite_steps_are_skipped_counted_and_reported(ldm_host, shapes_data
     assert adam_steps == {3.0}   # 5 steps, 2 without an update
     assert sum(reason in m for m in rec.messages) == 2
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_lr_free_optimizers_report_d_times_lr(ldm_host, shapes_dataset, tmp_path):
+    pytest.importorskip("prodigyopt")
+    rec = Recorder()
+    train(ldm_host, shapes_dataset, tmp_path, callbacks=rec, steps=4, optimizer="Prodigy",
+          schedule={"learn_rate": "0.5"})
+    group = torch.load(tmp_path / "hn.pt.optim", weights_only=True)["optimizer_state_dict"]["param_groups"][0]
+    rows = read_loss_csv(tmp_path / "hypernetwork_loss.csv")
+    assert [r["learn_rate"] for r in rows] == [0.5] * 4    # the schedule's multiplier, as webui logs it
+    assert [r["effective_lr"] for r in rows] == pytest.approx(rec.lrs, rel=1e-6)
+    assert rec.lrs[-1] == pytest.approx(group["d"] * 0.5) and all(lr < 1e-3 for lr in rec.lrs)
+
+
+class FakeWriter:
+    def __init__(self):
+        self.scalars = []
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def close(self):
+        pass
+
+
+def test_the_log_writes_the_effective_rate_and_keeps_an_older_files_columns(tmp_path, monkeypatch):
+    writer = FakeWriter()
+    monkeypatch.setattr(logs_module, "tensorboard_writer", lambda folder: writer)
+    log = TrainingLog(tmp_path / "new")
+    log.write(1, 0, 1, 0.25, 1.0, 0.5, None, 2e-6)
+    log.write(2, 0, 2, 0.25, 1e-3, 0.5, None)
+    with open(tmp_path / "new" / "hypernetwork_loss.csv", newline="", encoding="utf-8") as f:
+        lines = list(csv.reader(f))
+    assert tuple(lines[0]) == COLUMNS and COLUMNS[:5] == ("step", "epoch", "epoch_step", "loss", "learn_rate")
+    assert [line[-1] for line in lines[1:]] == ["2e-06", "0.001"]
+    assert ("Effective learn rate/train", 2e-6, 1) in writer.scalars
+    assert [t for t, _, s in writer.scalars if s == 2 and "Effective" in t] == []
+    old = tmp_path / "old" / "hypernetwork_loss.csv"
+    old.parent.mkdir()
+    old.write_text("step,epoch,epoch_step,loss,learn_rate\n1,0,1,0.5,0.001\n", encoding="utf-8")   # webui's
+    TrainingLog(tmp_path / "old", tensorboard=False).write(2, 0, 2, 0.25, 1e-3, 0.5, None, 2e-6)
+    assert old.read_text(encoding="utf-8").splitlines() == ["step,epoch,epoch_step,loss,learn_rate",
+                                                            "1,0,1,0.5,0.001", "2,0,2,0.2500000,0.001"]
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(ldm_host, shapes_dataset, tmp_path):

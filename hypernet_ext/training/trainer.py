@@ -1,8 +1,9 @@
 """The training loop: a hypernetwork on a frozen host model, from a prepared data set, to checkpoint files.
 
 Talks to the model only through HostModel and to the caller only through Callbacks. Per step: learning rate
-and clip value from the schedule (pure functions of the step), one StepRunner step, the loss log, progress,
-then a checkpoint and a preview when due. Non-finite steps are skipped; too many in a row stop the run.
+and clip value from the schedule (pure functions of the step), one StepRunner step, the loss log, progress
+(with d * lr for LR-free optimizers), then a checkpoint and a preview when due. Non-finite steps are skipped;
+too many in a row stop the run.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .. import checkpoint as ckpt
 from ..attach import attach
 from ..errors import TrainingError
 from ..host import Callbacks
-from ..optim import build_optimizer, optimizer_eval_mode, optimizer_train_mode, set_lr
+from ..optim import build_optimizer, effective_lr, is_lr_free, optimizer_eval_mode, optimizer_train_mode, set_lr
 from ..schedules import LRSchedule
 from .config import TrainConfig
 from .logs import TrainingLog
@@ -57,6 +58,7 @@ class Trainer:
         self.out_dir = Path(config.out_dir)
         self.schedule = LRSchedule.from_config(config.schedule, config.steps)
         self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.lr_free = False    # Prodigy / D-Adaptation: the schedule's rate multiplies the optimizer's own d
         self.runner: Optional[StepRunner] = None
         self.result = TrainResult(step=int(network.step))
         self._last_checkpoint: Optional[str] = None
@@ -85,6 +87,7 @@ class Trainer:
         network.sd_checkpoint_name = getattr(host, "model_name", None) or network.sd_checkpoint_name
         start = min(int(network.step), self.schedule.max_steps - 1)
         self.optimizer = build_optimizer(params, config.optimizer, lr=self.schedule.lr_at(start))
+        self.lr_free = is_lr_free(self.optimizer)
         self.runner = StepRunner(host, params, self.optimizer, precision, dtype, config.grad_accum, config.seed,
                                  config.min_snr_gamma, config.noise_offset, self.schedule.clip_mode)
 
@@ -182,14 +185,16 @@ class Trainer:
         lr = self.schedule.lr_at(step - 1)
         position = (step - 1) * self.config.grad_accum
         epoch, epoch_step = divmod(position, self.dataset.steps_per_epoch)
-        log.write(step, epoch, epoch_step + 1, outcome.loss, lr, outcome.grad_norm, outcome.skipped)
+        step_size = effective_lr(self.optimizer) if self.lr_free else None   # d * lr, d as estimated so far
+        log.write(step, epoch, epoch_step + 1, outcome.loss, lr, outcome.grad_norm, outcome.skipped, step_size)
         self.result.step = step
         self.result.losses.append(outcome.loss)
         if math.isfinite(outcome.loss):
             self.result.last_loss = outcome.loss
         elapsed = time.monotonic() - started
         eta = elapsed / (step - first) * (end - step) if step > first else None
-        self.callbacks.on_progress(step, end, outcome.loss if math.isfinite(outcome.loss) else None, lr, eta)
+        loss = outcome.loss if math.isfinite(outcome.loss) else None
+        self.callbacks.on_progress(step, end, loss, lr if step_size is None else step_size, eta)
 
     def _diverged(self, streak: int, step: int) -> TrainingError:
         last = self._last_checkpoint
