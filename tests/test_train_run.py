@@ -1,7 +1,7 @@
 """End-to-end runs on the tiny ldm model: exactly the expected files, a frozen base, gradient checkpointing,
-gradient accumulation, non-finite steps (skipped, then a stop at the last good checkpoint), stop requests and
-Ctrl-C, previews through the callbacks, and the effective learning rate of LR-free optimizers in progress and
-logs."""
+gradient accumulation, non-finite steps (skipped, then a stop at the last good checkpoint), fp16 loss-scale
+overflows (through a stand-in scaler: GradScaler needs CUDA), stop requests and Ctrl-C, previews through the
+callbacks, and the effective learning rate of LR-free optimizers in progress and logs."""
 import csv
 import math
 
@@ -17,7 +17,9 @@ from hypernet_ext.formats.torch_zip import webui_rejected_names
 from hypernet_ext.host import Callbacks
 from hypernet_ext.training import TrainConfig, Trainer
 from hypernet_ext.training import logs as logs_module
+from hypernet_ext.training import step as step_module
 from hypernet_ext.training.logs import COLUMNS, TrainingLog, read_loss_csv
+from hypernet_ext.training.step import NON_FINITE_GRADIENT, NON_FINITE_LOSS, OVERFLOW, StepOutcome
 
 pytest.importorskip("ldm")
 
@@ -174,6 +176,89 @@ def test_non_finite_steps_are_skipped_counted_and_reported(ldm_host, shapes_data
     assert adam_steps == {3.0}   # 5 steps, 2 without an update
     assert sum(reason in m for m in rec.messages) == 2
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+class FakeScaler:
+    """Stands in for torch.cuda.amp.GradScaler, which needs CUDA: scales the loss, unscales the gradients, and
+    on an inf/NaN gradient skips the optimizer step and halves its scale, as GradScaler does."""
+
+    def __init__(self, scale=65536.0):
+        self.value, self.found_inf = scale, False
+
+    def is_enabled(self):
+        return True
+
+    def scale(self, loss):
+        return loss * self.value
+
+    def unscale_(self, optimizer):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        for grad in grads:
+            grad.div_(self.value)
+        self.found_inf = not all(bool(torch.isfinite(grad).all()) for grad in grads)
+
+    def step(self, optimizer):
+        if not self.found_inf:
+            optimizer.step()
+
+    def update(self):
+        if self.found_inf:
+            self.value *= 0.5
+        self.found_inf = False
+
+    def get_scale(self):
+        return self.value
+
+    def state_dict(self):
+        return {"scale": self.value}
+
+    def load_state_dict(self, state):
+        self.value = state["scale"]
+
+
+def skipped_column(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row["skipped"] for row in csv.DictReader(f)]
+
+
+def test_fp16_overflows_are_skipped_but_are_not_a_divergence(ldm_host, shapes_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(step_module, "grad_scaler", lambda precision, device: FakeScaler())
+    rec = Recorder()
+    net = small_net()
+    result, _ = train(FaultyHost(ldm_host, {1, 2, 3}, "grad"), shapes_dataset, tmp_path, network=net, callbacks=rec,
+                      steps=5, max_bad_steps=2)
+    assert result.step == 5 and result.skipped_steps == 3 and result.final_path
+    assert skipped_column(tmp_path / "hypernetwork_loss.csv") == [OVERFLOW] * 3 + [""] * 2
+    overflows = [m for m in rec.messages if OVERFLOW in m]
+    assert len(overflows) == 3 and all("normal calibration" in m for m in overflows)
+    assert "scale to 8192" in overflows[-1] and not [m for m in rec.messages if NON_FINITE_GRADIENT in m]
+    sidecar = torch.load(tmp_path / "hn.pt.optim", weights_only=True)
+    assert {float(s["step"]) for s in sidecar["optimizer_state_dict"]["state"].values()} == {2.0}
+    assert sidecar[STATE_KEY]["scaler"] == {"scale": 8192.0}
+
+
+def test_fp16_overflows_count_once_the_scale_is_below_one(ldm_host, shapes_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(step_module, "grad_scaler", lambda precision, device: FakeScaler(scale=2.0))
+    rec = Recorder()
+    with pytest.raises(TrainingError, match="2 steps in a row"):
+        train(FaultyHost(ldm_host, set(range(1, 100)), "grad"), shapes_dataset, tmp_path, callbacks=rec, steps=10,
+              max_bad_steps=2)
+    assert rec.steps == [1, 2, 3]   # scale 2 -> 1: calibration; -> 0.5, -> 0.25: diverging
+    assert "normal calibration" in rec.messages[0]
+    assert "1 in a row" in rec.messages[1] and "loss scale 0.5" in rec.messages[1]
+
+
+@pytest.mark.parametrize("outcome, diverging", [
+    (StepOutcome(0.1, 1.0), False),
+    (StepOutcome(float("nan"), None, NON_FINITE_LOSS), True),
+    (StepOutcome(float("nan"), None, NON_FINITE_LOSS, 1024.0), True),
+    (StepOutcome(0.1, float("inf"), NON_FINITE_GRADIENT), True),
+    (StepOutcome(0.1, float("inf"), OVERFLOW, 32768.0), False),
+    (StepOutcome(0.1, float("inf"), OVERFLOW, 1.0), False),
+    (StepOutcome(0.1, float("inf"), OVERFLOW, 0.5), True),
+])
+def test_which_skipped_steps_count_toward_divergence(outcome, diverging):
+    assert outcome.diverging is diverging
 
 
 def test_lr_free_optimizers_report_d_times_lr(ldm_host, shapes_dataset, tmp_path):

@@ -98,12 +98,32 @@ def draw_noise(seed: int, index: int, shape: Sequence[int], num_timesteps: int,
     return t, noise
 
 
+NON_FINITE_LOSS = "non-finite loss"
+NON_FINITE_GRADIENT = "non-finite gradient"
+OVERFLOW = "loss-scale overflow"
+
+
 @dataclass
 class StepOutcome:
     """What one optimizer step did."""
     loss: float                       # mean over the micro-batches (NaN/inf when it was not finite)
     grad_norm: Optional[float]        # total gradient norm after unscaling, before clipping
-    skipped: Optional[str] = None     # why no update was made: None, 'non-finite loss', 'non-finite gradient'
+    skipped: Optional[str] = None     # why no update was made: None, NON_FINITE_LOSS, NON_FINITE_GRADIENT, OVERFLOW
+    loss_scale: Optional[float] = None   # skipped steps: the gradient scaler's scale after it (None: no scaler)
+
+    @property
+    def diverging(self) -> bool:
+        """A skipped step that counts toward the divergence streak. An fp16 overflow (a finite loss whose
+        scaled gradient overflowed) is the scaler calibrating its scale, until the scale falls below 1: then
+        even the unscaled gradient overflows."""
+        if self.skipped == OVERFLOW:
+            return self.loss_scale is not None and self.loss_scale < 1.0
+        return self.skipped is not None
+
+
+def grad_scaler(precision: str, device: torch.device):
+    """The step's gradient scaler: enabled for fp16 on CUDA, a no-op otherwise."""
+    return torch.cuda.amp.GradScaler(enabled=precision == "fp16" and torch.device(device).type == "cuda")
 
 
 class StepRunner:
@@ -117,7 +137,7 @@ class StepRunner:
         self.optimizer = optimizer
         self.device = torch.device(host.device)
         self.autocast_dtype = autocast_dtype
-        self.scaler = torch.cuda.amp.GradScaler(enabled=precision == "fp16" and self.device.type == "cuda")
+        self.scaler = grad_scaler(precision, self.device)
         self.grad_accum = grad_accum
         self.seed = seed
         self.min_snr_gamma = min_snr_gamma
@@ -152,13 +172,14 @@ class StepRunner:
                 total += value
                 if not math.isfinite(value):
                     self.optimizer.zero_grad(set_to_none=True)
-                    return StepOutcome(value * len(batches), None, "non-finite loss")
+                    return StepOutcome(value * len(batches), None, NON_FINITE_LOSS, self._scale())
                 self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = self._grad_norm()
         skipped = None
         if not math.isfinite(grad_norm):
-            skipped = "non-finite gradient"
+            # with a scaler, a finite loss whose gradient overflowed is the scale being too high for fp16
+            skipped = OVERFLOW if self.scaler.is_enabled() else NON_FINITE_GRADIENT
             if self.scaler.is_enabled():
                 self.scaler.step(self.optimizer)   # sees the inf it recorded and skips; update() lowers the scale
                 self.scaler.update()
@@ -167,7 +188,10 @@ class StepRunner:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepOutcome(total, grad_norm, skipped)
+        return StepOutcome(total, grad_norm, skipped, self._scale() if skipped else None)
+
+    def _scale(self) -> Optional[float]:
+        return float(self.scaler.get_scale()) if self.scaler.is_enabled() else None
 
     def _grad_norm(self) -> float:
         grads = [p.grad for p in self.params if p.grad is not None]

@@ -3,7 +3,7 @@
 Talks to the model only through HostModel and to the caller only through Callbacks. Per step: learning rate
 and clip value from the schedule (pure functions of the step), one StepRunner step, the loss log, progress
 (with d * lr for LR-free optimizers), then a checkpoint and a preview when due. Non-finite steps are skipped;
-too many in a row stop the run.
+too many in a row stop the run (fp16 loss-scale overflows count only once the scale has fallen below 1).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .logs import TrainingLog
 from .recompute import enable_gradient_checkpointing
 from .resume import restore, resume_state
-from .step import StepOutcome, StepRunner, resolve_precision
+from .step import OVERFLOW, StepOutcome, StepRunner, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -156,10 +156,10 @@ class Trainer:
             self.network.step = step = index + 1
             self._report(outcome, log, started, first, end)
             if outcome.skipped:
-                bad_streak += 1
                 self.result.skipped_steps += 1
-                self.message(f"step {step}: {outcome.skipped} (loss {outcome.loss}); skipped, no update "
-                             f"({bad_streak} in a row, {self.result.skipped_steps} in this run)", warning=True)
+                if outcome.diverging:
+                    bad_streak += 1
+                self._report_skip(outcome, step, bad_streak)
                 if bad_streak >= self.config.max_bad_steps:
                     return self._diverged(bad_streak, step)
             else:
@@ -172,6 +172,18 @@ class Trainer:
             if self.config.preview_every and step % self.config.preview_every == 0:
                 self._preview(step)
         return None
+
+    def _report_skip(self, outcome: StepOutcome, step: int, bad_streak: int) -> None:
+        total = self.result.skipped_steps
+        if outcome.skipped == OVERFLOW and not outcome.diverging:
+            # normal while the scaler calibrates (mostly the first steps of an fp16 run): not a divergence
+            self.message(f"step {step}: {OVERFLOW} (loss {outcome.loss:.4g}); skipped, no update: the fp16 "
+                         f"gradient scaler lowered its scale to {outcome.loss_scale:g}, which is normal calibration, "
+                         f"not counted as a bad step ({total} skipped in this run)")
+            return
+        scale = f", loss scale {outcome.loss_scale:g}" if outcome.loss_scale is not None else ""
+        self.message(f"step {step}: {outcome.skipped} (loss {outcome.loss}{scale}); skipped, no update "
+                     f"({bad_streak} in a row, {total} in this run)", warning=True)
 
     def _step(self, index: int) -> StepOutcome:
         lr = self.schedule.lr_at(index)
