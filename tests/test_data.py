@@ -97,6 +97,7 @@ def folder(tmp_path):
     (dict(flip=1.5), "flip"),
     (dict(tag_dropout=-0.1), "tag_dropout"),
     (dict(filename_regex="[oops"), "filename_regex"),
+    (dict(filename_regex=r"(\w)-(\w)"), "filename_regex: .* has 2 groups"),
     (dict(template=""), "template"),
     (dict(min_side=512, max_side=256), "max_side"),
     (dict(bucket_pixels=1000), "bucket_pixels"),

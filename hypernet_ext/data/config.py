@@ -97,11 +97,14 @@ class DataConfig(ConfigMixin):
         self.filename_join = "" if self.filename_join is None else str(self.filename_join)
         if self.filename_regex:
             try:
-                re.compile(self.filename_regex)
+                groups = re.compile(self.filename_regex).groups
             except re.error as e:
                 raise ConfigError(f"filename_regex: {self.filename_regex!r} is not a valid regular expression "
                                   f"({e}); leave it empty for the whole file name (webui's default) or give "
                                   "one like [\\w]+ for its words") from None
+            if groups > 1:   # re.findall would give tuples, which cannot be joined (webui fails there too)
+                raise ConfigError(f"filename_regex: {self.filename_regex!r} has {groups} groups; use at most one "
+                                  "(its text is what is kept), e.g. (?:...) for the others")
         if self.resize == "bucket":
             self._check_buckets()
 
