@@ -2,6 +2,7 @@
 equals a straight run; webui's own .optim resumes too; every broken .optim gives a warning and a fresh
 optimizer; a crash while saving leaves the previous checkpoint intact; RNG state round-trips."""
 import io
+import logging
 import os
 import random
 import subprocess
@@ -101,6 +102,23 @@ def test_resume_in_process_equals_a_straight_run(ldm_host, shapes_dataset, tmp_p
     straight = small_net()
     run(ldm_host, shapes_dataset, config.replace(out_dir=str(tmp_path / "b")), straight)
     assert_same_weights(formats.load(path), straight)
+
+
+def test_optimizer_arguments_not_set_now_keep_their_saved_values_and_say_so(ldm_host, shapes_dataset, tmp_path,
+                                                                           caplog):
+    config = TrainConfig(name="hn", out_dir=str(tmp_path), steps=2, save_every=0, tensorboard=False,
+                         optimizer=OptimizerConfig("AdamW", {"weight_decay": 0.05, "eps": 1e-6}))
+    run(ldm_host, shapes_dataset, config, small_net())
+    path = tmp_path / "hn.pt"
+    resumed = config.replace(steps=3, optimizer=OptimizerConfig("AdamW", {"eps": 1e-7}))
+    with caplog.at_level(logging.INFO, logger="hypernet_ext.training.trainer"):
+        _, rec = run(ldm_host, shapes_dataset, resumed, formats.load(path), resume_from=path)
+    kept = [m for m in rec.messages if "kept from the checkpoint" in m]
+    assert len(kept) == 1 and "weight_decay=0.05" in kept[0] and "eps" not in kept[0]
+    assert any("eps changed from 1e-06 to 1e-07" in m for m in rec.messages)
+    assert [r.levelno for r in caplog.records if "kept from the checkpoint" in r.getMessage()] == [logging.INFO]
+    group = torch.load(optim_path(path), weights_only=True)["optimizer_state_dict"]["param_groups"][0]
+    assert group["weight_decay"] == 0.05 and group["eps"] == 1e-7
 
 
 def test_webui_optim_files_resume_too(ldm_host, shapes_dataset, tmp_path):

@@ -56,7 +56,9 @@ def restore(trainer, path) -> Messages:
 
 
 def _apply_current_settings(trainer, resume) -> Messages:
-    """After loading, the optimizer arguments and learning rate set now replace the saved ones."""
+    """After loading, the optimizer arguments and learning rate set now replace the saved ones; arguments set
+    when the checkpoint was trained but not set now keep their saved values (loading restored them), and a
+    message says so."""
     messages: Messages = []
     kwargs = trainer.config.optimizer.kwargs
     saved_kwargs = ((resume or {}).get("optimizer") or {}).get("kwargs") or {}
@@ -67,6 +69,12 @@ def _apply_current_settings(trainer, resume) -> Messages:
         if key in saved_kwargs and _plain(saved_kwargs[key]) != _plain(value):
             messages.append((f"optimizer argument {key} changed from {saved_kwargs[key]!r} to {value!r}: "
                              "using the new value", False))
+    group = trainer.optimizer.param_groups[0]
+    kept = [f"{key}={group.get(key, value)!r}" for key, value in saved_kwargs.items() if key not in kwargs]
+    if kept:
+        messages.append((f"optimizer argument{'s' if len(kept) > 1 else ''} {', '.join(kept)} kept from the "
+                         "checkpoint (set when it was trained, not set now); give a value in the optimizer "
+                         "arguments to change it", False))
     set_lr(trainer.optimizer, trainer.schedule.lr_at(min(trainer.network.step, trainer.schedule.max_steps - 1)))
     return messages
 
