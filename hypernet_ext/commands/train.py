@@ -81,7 +81,7 @@ def _numbers(values) -> str:
 
 def _add_network_options(p):
     from ..config import NetworkConfig
-    from ..layers import WEIGHT_INITS
+    from ..layers import UPSAMPLE_MODES, WEIGHT_INITS
 
     g = p.add_argument_group("network (new networks; ignored with --network / --resume)")
     _option(g, NetworkConfig, "sizes", default="auto", extra="auto: every attention width of the model.")
@@ -95,7 +95,7 @@ def _add_network_options(p):
     _option(g, NetworkConfig, "last_layer_dropout")
     _option(g, NetworkConfig, "activate_output")
     _option(g, NetworkConfig, "skip_connection")
-    _option(g, NetworkConfig, "upsample", default="none", choices=("none", "Linear"))
+    _option(g, NetworkConfig, "upsample", default="none", choices=[mode or "none" for mode in UPSAMPLE_MODES])
     _option(g, NetworkConfig, "seed", "--network-seed", dest="network_seed", type=int)
     _option(g, NetworkConfig, "info")
 
