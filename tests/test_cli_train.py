@@ -7,11 +7,12 @@ import dataclasses
 import pytest
 
 from hypernet_ext.commands import train as train_command
-from hypernet_ext.commands.train import data_config, network_config, tiny_model_hash, train_config
+from hypernet_ext.commands.train import data_config, network_config, train_config
 from hypernet_ext.config import NetworkConfig, help_of
 from hypernet_ext.data import DataConfig
 from hypernet_ext.optim import OptimizerConfig
 from hypernet_ext.schedules import ScheduleConfig
+from hypernet_ext.standalone.demo import tiny_model_hash
 from hypernet_ext.training import TrainConfig
 
 CONFIGS = (DataConfig, ScheduleConfig, TrainConfig, NetworkConfig, OptimizerConfig)

@@ -236,12 +236,6 @@ def network_config(args, model_widths=()):
                          info=args.info)
 
 
-def tiny_model_hash(seed: int) -> str:
-    """The model hash of the tiny model built from ``seed``: another seed is another model (another VAE), so
-    latents cached for one must not be used for another. Seed 0 keeps the hash it always had."""
-    return "tinysd1-v1" if int(seed) == 0 else f"tinysd1-v1-seed{int(seed)}"
-
-
 def build_host(args):
     import torch
 
@@ -252,7 +246,7 @@ def build_host(args):
         if not (args.ckpt and args.config):
             raise ConfigError("--ckpt and --config go together: the checkpoint and its ldm yaml")
         return load_ldm_checkpoint(args.ckpt, args.config, device=device)
-    from ..standalone.demo import build_tiny_ldm
+    from ..standalone.demo import build_tiny_ldm, tiny_model_hash
 
     return LdmHost(build_tiny_ldm(seed=args.model_seed), model_name="tiny-sd1",
                    model_hash=tiny_model_hash(args.model_seed)).to(device)

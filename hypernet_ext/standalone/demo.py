@@ -112,6 +112,12 @@ def tiny_ldm_config(clip_dir, parameterization: str = "eps", preset: str = "sd1-
                            "params": {"version": str(clip_dir), "device": "cpu"}})}
 
 
+def tiny_model_hash(seed: int) -> str:
+    """The model hash of the tiny model built from ``seed``: another seed is another model (another VAE), so
+    latents cached for one must not be used for another. Seed 0 keeps the hash it always had."""
+    return "tinysd1-v1" if int(seed) == 0 else f"tinysd1-v1-seed{int(seed)}"
+
+
 def build_tiny_ldm(parameterization: str = "eps", seed: int = 0, root=None, preset: str = "sd1-tiny"):
     """The tiny LatentDiffusion, the same for the same seed in every process; the global RNG is untouched."""
     from ldm.util import instantiate_from_config
@@ -220,7 +226,8 @@ def run_demo(out_dir, steps: int = 100, seed: int = 0, callbacks=None, root=None
     from .ldm_host import LdmHost
 
     out = Path(out_dir)
-    host = LdmHost(build_tiny_ldm(seed=seed, root=root), model_name="tiny-sd1", model_hash="tinysd1-v1")
+    host = LdmHost(build_tiny_ldm(seed=seed, root=root), model_name="tiny-sd1",
+                  model_hash=tiny_model_hash(seed))
     data_dir = make_shapes_dataset(out / "data", seed=seed)
     dataset = prepare_dataset(demo_data_config(data_dir, seed), host.encode_images, host.scale_factor,
                               model_id=host.model_id)

@@ -24,7 +24,7 @@ from ..optim import build_optimizer, effective_lr, is_lr_free, optimizer_eval_mo
 from ..schedules import LRSchedule
 from .config import TrainConfig
 from .logs import TrainingLog
-from .recompute import enable_gradient_checkpointing
+from .recompute import disable_builtin_checkpointing, enable_gradient_checkpointing
 from .resume import restore, resume_state
 from .step import OVERFLOW, StepOutcome, StepRunner, resolve_precision
 
@@ -128,6 +128,8 @@ class Trainer:
         handles = [attach(root, [(self.network, 1.0)], cache=not self.config.grad_checkpointing)]
         log = TrainingLog(self.out_dir, self.config.log_every, self.config.tensorboard)
         try:
+            # ldm's own use_checkpoint (on in the SD yamls and webui's sd_model) gives a hypernetwork no gradient
+            handles.append(disable_builtin_checkpointing(root))
             if self.config.grad_checkpointing:
                 handles.append(enable_gradient_checkpointing(root))
             diverged = self._loop(end, log)
