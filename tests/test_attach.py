@@ -363,22 +363,13 @@ def test_gradients_are_the_same_with_and_without_cache():
         torch.testing.assert_close(with_cache, without_cache, rtol=1e-5, atol=1e-8)
 
 
-def test_dropout_in_training_is_drawn_per_layer_so_it_is_not_cached():
+@pytest.mark.parametrize("fields", [
+    dict(activation="relu", use_dropout=True, dropout_structure=(0, 0.3, 0)),
+    dict(activation="rrelu"),   # RReLU draws its slopes in training
+], ids=["dropout", "rrelu"])
+def test_random_layers_in_training_are_drawn_per_layer_so_they_are_not_cached(fields):
     model, run = unet_runner()
-    network = net((768,), use_dropout=True, dropout_structure=(0, 0.3, 0)).train()
-    calls, _ = count_calls(network)
-    with torch.no_grad(), attach(model, network) as handle:
-        run()
-        assert calls[0] == 14 and handle.stats["reused"] == 0
-        network.eval()
-        calls[0] = 0
-        run()
-        assert calls[0] == 2
-
-
-def test_random_activations_in_training_are_drawn_per_layer_too():
-    model, run = unet_runner()
-    network = create(sizes=(768,), seed=0, activation="rrelu").train()  # RReLU draws its slopes in training
+    network = create(sizes=(768,), seed=0, normal_std=0.05, **fields).train()
     calls, _ = count_calls(network)
     with torch.no_grad(), attach(model, network) as handle:
         run()

@@ -48,6 +48,17 @@ class _Recompute:
         return self.forward(*args, **kwargs)
 
 
+def _unwrap(module: nn.Module, wrapper, while_what: str) -> bool:
+    """Delete the instance forward ``wrapper`` we put on ``module``; False (and a warning) when someone else has
+    replaced it meanwhile, whose forward is then left in place."""
+    if module.__dict__.get("forward") is not wrapper:
+        logger.warning("the forward of %s was replaced by someone else while %s; leaving theirs in place",
+                       type(module).__name__, while_what)
+        return False
+    del module.__dict__["forward"]
+    return True
+
+
 class CheckpointingHandle:
     """Owns the wrappers; ``remove()`` (or leaving a ``with`` block) restores every block's forward."""
 
@@ -61,12 +72,7 @@ class CheckpointingHandle:
     def remove(self) -> None:
         wrapped, self._wrapped = self._wrapped, []
         for module, wrapper in wrapped:
-            if module.__dict__.get("forward") is not wrapper:
-                logger.warning("the forward of %s was replaced by someone else while checkpointing was on; "
-                               "leaving theirs in place", type(module).__name__)
-                continue
-            del module.__dict__["forward"]
-            if wrapper.previous is not _MISSING:
+            if _unwrap(module, wrapper, "checkpointing was on") and wrapper.previous is not _MISSING:
                 module.__dict__["forward"] = wrapper.previous
 
     def __enter__(self) -> "CheckpointingHandle":
@@ -144,11 +150,7 @@ class BuiltinCheckpointHandle:
             else:
                 module.__dict__[attribute] = previous
         for module, wrapper in direct:
-            if module.__dict__.get("forward") is not wrapper:
-                logger.warning("the forward of %s was replaced by someone else while built-in checkpointing was off; "
-                               "leaving theirs in place", type(module).__name__)
-                continue
-            del module.__dict__["forward"]
+            _unwrap(module, wrapper, "built-in checkpointing was off")
 
     def __enter__(self) -> "BuiltinCheckpointHandle":
         return self
