@@ -292,14 +292,14 @@ class AttachHandle:
         return f"AttachHandle([{names}], targets={self.targets}, removed={self.removed})"
 
 
-def _check(model: nn.Module, networks: List[list], found: list) -> None:
+def _check(model: nn.Module, networks: List[list], found: list, targets: list) -> None:
     if not found:
         raise AttachError(f"{type(model).__name__} has no attention modules with to_k and to_v layers: pass the "
                           "UNet or the whole diffusion model (e.g. sd_model or sd_model.model.diffusion_model)")
     if is_attached(model):
         raise AttachError("this model already has hypernetworks attached by another handle: call that handle's "
                           "remove() first; to use several networks together, pass them all in one attach() call")
-    model_widths = sorted({width for _, _, _, width in _targets(found)})
+    model_widths = sorted({width for _, _, _, width in targets})
     widths_text = ", ".join(map(str, model_widths))
     for net, _ in networks:
         net_widths = sorted(int(w) for w in net.widths)
@@ -327,8 +327,8 @@ def attach(model: nn.Module, networks, *, cache: bool = True) -> AttachHandle:
         raise AttachError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     entries = _normalise(networks)
     found = attention_modules(model)
-    _check(model, entries, found)
     targets = _targets(found)
+    _check(model, entries, found, targets)
     stack = _Stack(entries, sorted({width for _, _, _, width in targets}), _ContextCache(bool(cache)))
     hooks, names, seen, covered = [], [], set(), set()
     try:

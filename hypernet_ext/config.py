@@ -17,12 +17,22 @@ from .layers import ACTIVATIONS, CREATABLE_ACTIVATIONS, REFUSED_ACTIVATIONS, UPS
 CONFIG_VERSION = 1
 
 
-def help_of(cls, name: str) -> str:
-    """Help text of field ``name`` of config class ``cls``."""
+def _field(cls, name: str) -> dataclasses.Field:
     for f in dataclasses.fields(cls):
         if f.name == name:
-            return f.metadata.get("help", "")
+            return f
     raise KeyError(name)
+
+
+def help_of(cls, name: str) -> str:
+    """Help text of field ``name`` of config class ``cls``."""
+    return _field(cls, name).metadata.get("help", "")
+
+
+def default_of(cls, name: str):
+    """Default value of field ``name`` of config class ``cls`` (a fresh one for default factories)."""
+    f = _field(cls, name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 class ConfigMixin:

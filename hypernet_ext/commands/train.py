@@ -7,7 +7,6 @@ bar. ``demo`` runs hypernet_ext.standalone.demo.run_demo.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -41,9 +40,9 @@ class CliCallbacks(Callbacks):
 def _option(group, cls, name: str, flag: str = "", extra: str = "", **kwargs) -> None:
     """``--field-name`` (or ``flag``) for field ``name`` of config ``cls``: its help text and default come from the
     dataclass (``extra`` is appended to the help; ``kwargs`` go to add_argument and win)."""
-    from ..config import help_of
+    from ..config import default_of, help_of
 
-    default = _default(cls, name)
+    default = default_of(cls, name)
     if isinstance(default, bool) and "action" not in kwargs:
         kwargs["action"] = "store_false" if default else "store_true"
         flag = flag or ("--no-" if default else "--") + name.replace("_", "-")
@@ -68,24 +67,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.nargs == 0 else super()._get_help_string(action)
 
 
-def _default(cls, name: str):
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    raise KeyError(name)
-
-
 def _numbers(values) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
 def _add_network_options(p):
-    from ..config import NetworkConfig
+    from ..config import NetworkConfig, default_of
     from ..layers import UPSAMPLE_MODES, WEIGHT_INITS
 
     g = p.add_argument_group("network (new networks; ignored with --network / --resume)")
     _option(g, NetworkConfig, "sizes", default="auto", extra="auto: every attention width of the model.")
-    _option(g, NetworkConfig, "layer_structure", default=_numbers(_default(NetworkConfig, "layer_structure")))
+    _option(g, NetworkConfig, "layer_structure", default=_numbers(default_of(NetworkConfig, "layer_structure")))
     _option(g, NetworkConfig, "activation")
     _option(g, NetworkConfig, "weight_init", choices=WEIGHT_INITS)
     _option(g, NetworkConfig, "normal_std")

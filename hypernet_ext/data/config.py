@@ -13,6 +13,7 @@ from typing import Optional
 
 from ..config import ConfigMixin
 from ..errors import ConfigError
+from .captions import DEFAULT_JOIN, DEFAULT_TEMPLATE, DEFAULT_WORD_REGEX
 
 RESIZE_MODES = ("bucket", "fixed")
 LATENT_SAMPLING = ("once", "deterministic", "random")
@@ -26,7 +27,7 @@ class DataConfig(ConfigMixin):
     data_dir: str = field(default="", metadata={"help": "Folder with the training images (png, jpg, webp, bmp)."})
     recursive: bool = field(default=False, metadata={"help": "Also use images in sub-folders."})
     name: str = field(default="", metadata={"help": "The word that replaces [name] in the prompt template."})
-    template: str = field(default="hypernetwork", metadata={
+    template: str = field(default=DEFAULT_TEMPLATE, metadata={
         "help": "Prompt template: a shipped name (hypernetwork, captions_only, none, style, style_filewords, "
                 "subject, subject_filewords) or the path of a .txt file, one prompt per line with [name] / "
                 "[filewords]."})
@@ -55,10 +56,10 @@ class DataConfig(ConfigMixin):
                 "random: a fresh sample every time the image is used."})
     use_alpha_weight: bool = field(default=False, metadata={
         "help": "Use the PNG alpha channel as a per-pixel loss weight (transparent parts count less)."})
-    filename_regex: str = field(default="", metadata={
+    filename_regex: str = field(default=DEFAULT_WORD_REGEX, metadata={
         "help": "Without a .txt caption: the words of the file name this regex finds form the caption "
                 "(webui's dataset_filename_word_regex, empty by default). Empty: the whole name, commas kept."})
-    filename_join: str = field(default=" ", metadata={
+    filename_join: str = field(default=DEFAULT_JOIN, metadata={
         "help": "String that joins the words found in a file name (webui's dataset_filename_join_string)."})
     cache_dir: Optional[str] = field(default=None, metadata={
         "help": "Folder for cached latents, keyed by file content and settings. Empty: keep them in memory only."})
