@@ -1,6 +1,6 @@
-"""``python -m hypernet_ext``: see hypernet_ext.cli."""
+"""``python -m hypernet_ext``: see hypernet_ext.standalone.cli."""
 import sys
 
-from .cli import main
+from .standalone.cli import main
 
 sys.exit(main())

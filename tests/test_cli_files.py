@@ -1,12 +1,12 @@
-"""``python -m hypernet_ext inspect`` and ``convert``, driven through hypernet_ext.cli.main."""
+"""``python -m hypernet_ext inspect`` and ``convert``, driven through hypernet_ext.standalone.cli.main."""
 import hashlib
 import json
 
 import torch
 
 from hypernet_ext import create, formats
-from hypernet_ext.cli import main
 from hypernet_ext.config import NetworkConfig
+from hypernet_ext.standalone.cli import main
 
 
 def network(**fields):

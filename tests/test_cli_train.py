@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from hypernet_ext.commands import train as train_command
-from hypernet_ext.commands.train import data_config, network_config, train_config
 from hypernet_ext.config import NetworkConfig, help_of
 from hypernet_ext.data import DataConfig
 from hypernet_ext.optim import OptimizerConfig
 from hypernet_ext.schedules import ScheduleConfig
+from hypernet_ext.standalone.commands import train as train_command
+from hypernet_ext.standalone.commands.train import data_config, network_config, train_config
 from hypernet_ext.standalone.demo import tiny_model_hash
 from hypernet_ext.training import TrainConfig
 

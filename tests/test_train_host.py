@@ -8,8 +8,8 @@ import torch
 
 from hypernet_ext import create
 from hypernet_ext.attach import attach
-from hypernet_ext.cli import build_parser, main
 from hypernet_ext.host import HostModel
+from hypernet_ext.standalone.cli import build_parser, main
 
 pytest.importorskip("ldm")
 from hypernet_ext.standalone.demo import run_demo, tiny_ldm_config  # noqa: E402

@@ -15,12 +15,12 @@ import torch
 
 from hypernet_ext import create, formats
 from hypernet_ext.checkpoint import STATE_KEY, optim_path, rng_state, set_rng_state
-from hypernet_ext.cli import build_parser
-from hypernet_ext.commands.train import data_config, train_config
 from hypernet_ext.errors import TrainingError
 from hypernet_ext.fileio import short_hash
 from hypernet_ext.host import Callbacks
 from hypernet_ext.optim import OptimizerConfig
+from hypernet_ext.standalone.cli import build_parser
+from hypernet_ext.standalone.commands.train import data_config, train_config
 from hypernet_ext.training import TrainConfig, Trainer
 
 pytest.importorskip("ldm")

@@ -10,8 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..host import Callbacks
+from ...errors import ConfigError
+from ...host import Callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class CliCallbacks(Callbacks):
 def _option(group, cls, name: str, flag: str = "", extra: str = "", **kwargs) -> None:
     """``--field-name`` (or ``flag``) for field ``name`` of config ``cls``: its help text and default come from the
     dataclass (``extra`` is appended to the help; ``kwargs`` go to add_argument and win)."""
-    from ..config import default_of, help_of
+    from ...config import default_of, help_of
 
     default = default_of(cls, name)
     if isinstance(default, bool) and "action" not in kwargs:
@@ -72,8 +72,8 @@ def _numbers(values) -> str:
 
 
 def _add_network_options(p):
-    from ..config import NetworkConfig, default_of
-    from ..layers import UPSAMPLE_MODES, WEIGHT_INITS
+    from ...config import NetworkConfig, default_of
+    from ...layers import UPSAMPLE_MODES, WEIGHT_INITS
 
     g = p.add_argument_group("network (new networks; ignored with --network / --resume)")
     _option(g, NetworkConfig, "sizes", default="auto", extra="auto: every attention width of the model.")
@@ -93,8 +93,8 @@ def _add_network_options(p):
 
 
 def _add_data_options(p):
-    from ..data import DataConfig
-    from ..data.config import LATENT_SAMPLING, RESIZE_MODES
+    from ...data import DataConfig
+    from ...data.config import LATENT_SAMPLING, RESIZE_MODES
 
     g = p.add_argument_group("data")
     _option(g, DataConfig, "data_dir", "--data", required=True, extra="Captions in sidecar .txt files.")
@@ -120,11 +120,11 @@ def _add_data_options(p):
 
 
 def _add_training_options(p):
-    from ..config import help_of
-    from ..data import DataConfig
-    from ..optim import OptimizerConfig
-    from ..schedules import CLIP_MODES, KINDS, ScheduleConfig
-    from ..training.config import PRECISIONS, TrainConfig
+    from ...config import help_of
+    from ...data import DataConfig
+    from ...optim import OptimizerConfig
+    from ...schedules import CLIP_MODES, KINDS, ScheduleConfig
+    from ...training.config import PRECISIONS, TrainConfig
 
     g = p.add_argument_group("training")
     _option(g, TrainConfig, "steps")
@@ -151,9 +151,9 @@ def _add_training_options(p):
 
 
 def add_parser(sub) -> None:
-    from ..config import help_of
-    from ..data import DataConfig
-    from ..training.config import TrainConfig
+    from ...config import help_of
+    from ...data import DataConfig
+    from ...training.config import TrainConfig
 
     p = sub.add_parser("train", help="train a hypernetwork", description=__doc__,
                        formatter_class=_HelpFormatter)
@@ -178,7 +178,7 @@ def add_parser(sub) -> None:
 
 
 def data_config(args):
-    from ..data import DataConfig
+    from ...data import DataConfig
 
     return DataConfig(data_dir=args.data_dir, recursive=args.recursive, name=args.name, template=args.template,
                       resize=args.resize, width=args.width, height=args.height, bucket_pixels=args.bucket_pixels,
@@ -191,9 +191,9 @@ def data_config(args):
 
 
 def train_config(args):
-    from ..optim import OptimizerConfig
-    from ..schedules import ScheduleConfig
-    from ..training import TrainConfig
+    from ...optim import OptimizerConfig
+    from ...schedules import ScheduleConfig
+    from ...training import TrainConfig
 
     schedule = ScheduleConfig(learn_rate=args.learn_rate, kind=args.kind, warmup_steps=args.warmup_steps,
                               warmup_start=args.warmup_start, cycle_steps=args.cycle_steps,
@@ -213,7 +213,7 @@ def train_config(args):
 def network_config(args, model_widths=()):
     """The NetworkConfig of a new network from the options; ``model_widths`` (the model's attention widths)
     are the sizes when --sizes is auto."""
-    from ..config import NetworkConfig
+    from ...config import NetworkConfig
 
     auto = str(args.sizes).strip().lower() == "auto"
     if auto and not model_widths:
@@ -231,28 +231,28 @@ def network_config(args, model_widths=()):
 def build_host(args):
     import torch
 
-    from ..standalone.ldm_host import LdmHost, load_ldm_checkpoint
+    from ..ldm_host import LdmHost, load_ldm_checkpoint
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.ckpt or args.config:
         if not (args.ckpt and args.config):
             raise ConfigError("--ckpt and --config go together: the checkpoint and its ldm yaml")
         return load_ldm_checkpoint(args.ckpt, args.config, device=device)
-    from ..standalone.demo import build_tiny_ldm, tiny_model_hash
+    from ..demo import build_tiny_ldm, tiny_model_hash
 
     return LdmHost(build_tiny_ldm(seed=args.model_seed), model_name="tiny-sd1",
                    model_hash=tiny_model_hash(args.model_seed)).to(device)
 
 
 def build_network(args, host):
-    from .. import create
-    from ..attach import attention_modules
+    from ... import create
+    from ...attach import attention_modules
 
     source = args.resume or args.network
     if args.resume and args.network:
         raise ConfigError("--network and --resume both name a file to start from; give one")
     if source:
-        from .. import formats
+        from ... import formats
 
         return formats.load(source), source
     widths = [width for _, _, width in attention_modules(host.attention_root())]
@@ -262,8 +262,8 @@ def build_network(args, host):
 def run_train(args) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from ..data import prepare_dataset
-    from ..training import Trainer
+    from ...data import prepare_dataset
+    from ...training import Trainer
 
     config, data = train_config(args), data_config(args)
     host = build_host(args)
@@ -272,7 +272,7 @@ def run_train(args) -> int:
     logger.info("%s", dataset.summary)
     callbacks = CliCallbacks(desc=config.name)
     if config.preview_every:
-        from ..standalone.demo import Previewer, WithPreviews
+        from ..demo import Previewer, WithPreviews
 
         callbacks = WithPreviews(callbacks, Previewer(host, config.out_dir, config.name, seed=config.seed,
                                                       latent_hw=_latent_hw(dataset)))
@@ -294,7 +294,7 @@ def _latent_hw(dataset):
 def run_demo_command(args) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from ..standalone.demo import run_demo
+    from ..demo import run_demo
 
     callbacks = CliCallbacks(desc="demo")
     try:

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _structure(config) -> str:
 
 def inspect_lines(nf) -> list:
     """The text ``inspect`` prints for a NetworkFile."""
-    from ..formats import WEBUI_PT
+    from ...formats import WEBUI_PT
 
     loads = "loads in vanilla webui" if nf.format == WEBUI_PT else (
         "needs hypernet_ext or the peer extension" if nf.format.endswith("pt") else "hypernet_ext only")
@@ -73,7 +73,7 @@ def inspect_lines(nf) -> list:
 
 
 def run_inspect(args) -> int:
-    from .. import formats
+    from ... import formats
 
     nf = formats.describe(args.file)
     if args.json:
@@ -84,7 +84,7 @@ def run_inspect(args) -> int:
 
 
 def run_convert(args) -> int:
-    from .. import formats
+    from ... import formats
 
     src, dst = Path(args.input), Path(args.output)
     if dst.suffix.lower() not in formats.SUFFIXES:

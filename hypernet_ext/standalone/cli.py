@@ -1,7 +1,7 @@
 """Command line: ``python -m hypernet_ext COMMAND ...``.
 
-Each command lives in a module of ``hypernet_ext.commands`` that provides ``add_parser(subparsers)``, which
-registers its sub-parser and sets ``func`` (taking the parsed args, returning an exit code).
+Each command lives in a module of ``hypernet_ext.standalone.commands`` that provides ``add_parser(subparsers)``,
+which registers its sub-parser and sets ``func`` (taking the parsed args, returning an exit code).
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import os
 import sys
 from typing import List, Optional
 
-from .errors import HypernetError
+from ..errors import HypernetError
 
 # command modules, in help order
-COMMAND_MODULES = ("hypernet_ext.commands.files", "hypernet_ext.commands.train")
+COMMAND_MODULES = ("hypernet_ext.standalone.commands.files", "hypernet_ext.standalone.commands.train")
 
 logger = logging.getLogger(__name__)
 
