@@ -1,7 +1,8 @@
-"""Atomic file writes and content hashes.
+"""Atomic file writes, content hashes, and file names that stay inside their folder.
 
 Every file we write goes to a temporary name in the same folder and is renamed over the target only when
-complete, so a crash never leaves a truncated file or replaces a good one.
+complete, so a crash never leaves a truncated file or replaces a good one. Names that become file names (a
+network's name, a CLI option, a name read from a file) pass ``check_name`` and ``child``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
+from .errors import ConfigError
+
 PathLike = Union[str, os.PathLike]
+MAX_NAME = 200  # characters; file systems allow 255 bytes, and suffixes such as "-12000.pt.optim" follow
 
 
 @contextlib.contextmanager
@@ -65,3 +69,38 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
 def short_hash(path: PathLike) -> str:
     """First 10 hex digits of the file's SHA-256: what webui stores and compares in ``.optim`` files."""
     return sha256_file(path)[:10]
+
+
+def check_name(name, what: str = "name") -> str:
+    """``name`` (stripped) when it can name a file inside a folder; ConfigError saying why otherwise.
+
+    Refused: empty names, path separators, a leading dot (``..``, hidden files), control characters, and
+    names longer than MAX_NAME. The rule is the same wherever the name comes from (user, option, file).
+    """
+    text = str(name if name is not None else "").strip()
+    if not text:
+        raise ConfigError(f"{what}: give a name; it names the files written")
+    problem = None
+    if "/" in text or "\\" in text or (os.altsep and os.altsep in text):
+        problem = "contains a path separator"
+    elif text.startswith("."):
+        problem = "starts with a dot (a hidden file, or a step out of the folder)"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in text):
+        problem = "contains control characters"
+    elif len(text) > MAX_NAME:
+        problem = f"is {len(text)} characters long (at most {MAX_NAME})"
+    if problem:
+        raise ConfigError(f"{what}: {text[:80]!r} {problem}; a name must be a plain file name such as "
+                          "'my-style', which stays inside its folder")
+    return text
+
+
+def child(folder: PathLike, file_name: str, what: str = "name") -> Path:
+    """``folder / file_name`` after checking that it stays inside ``folder`` once symlinks are resolved."""
+    folder = Path(folder)
+    path = folder / check_name(file_name, what)
+    base = folder.resolve()
+    resolved = path.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise ConfigError(f"{what}: {file_name!r} leads outside {folder} (to {resolved}); choose another name")
+    return path
