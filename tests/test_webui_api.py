@@ -47,6 +47,7 @@ def test_create_list_train_and_poll(webui, train_images):
     assert body["files"] and body["error"] is None and body["history"] is None
     history = client.get(f"{BASE}/jobs/{job_id}", params={"history": "true"}).json()["history"]
     assert [row["step"] for row in history] == [1, 2, 3]
+    assert 0 < history[0]["time"] < history[1]["time"] < history[2]["time"]
     assert client.get(f"{BASE}/networks").json()[0]["step"] == 3
 
 

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, INTERRUPTED, FAILED = "queued", "running", "done", "interrupted", "failed"
 STATES = (QUEUED, RUNNING, DONE, INTERRUPTED, FAILED)
-HISTORY = 20000   # (step, loss, lr) rows kept per job
+HISTORY = 20000   # (step, loss, lr, seconds since training began) rows kept per job
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Job:
     loss: Optional[float] = None
     learn_rate: Optional[float] = None
     eta_s: Optional[float] = None
-    history: List[Tuple[int, Optional[float], float]] = field(default_factory=list)
+    history: List[Tuple[int, Optional[float], float, float]] = field(default_factory=list)   # step, loss, lr, s
     checkpoints: List[str] = field(default_factory=list)
     previews: List[Tuple[int, str]] = field(default_factory=list)
     files: List[str] = field(default_factory=list)
@@ -73,7 +73,8 @@ class Job:
         return self.finished is not None
 
     def view(self, history: bool = False) -> dict:
-        """A copy of the job's state as plain values (``history``: every (step, loss, lr) row too)."""
+        """A copy of the job's state as plain values (``history``: a row per step with its loss, learning rate and
+        time in seconds since the first step began)."""
         with self.lock:
             out = {"job_id": self.id, "network": self.network, "task_id": self.task_id, "resume": self.resume,
                    "state": self.state, "step": self.step, "total": self.total, "loss": self.loss,
@@ -82,7 +83,8 @@ class Job:
                    "messages": list(self.messages), "error": self.error, "created": self.created,
                    "started": self.started, "finished": self.finished}
             if history:
-                out["history"] = [{"step": s, "loss": loss, "learn_rate": lr} for s, loss, lr in self.history]
+                out["history"] = [{"step": s, "loss": loss, "learn_rate": lr, "time": t}
+                                  for s, loss, lr, t in self.history]
         return out
 
 
@@ -103,11 +105,15 @@ class JobCallbacks(Callbacks):
         self.job = job
         self.state = state          # webui's shared.state
         self.preview = preview      # callable(step, network) -> (path, image) or None
+        self.t0: Optional[float] = None
 
     def on_progress(self, step, total, loss, lr, eta_s):
         job = self.job
+        now = time.monotonic()
+        if self.t0 is None:   # the first report comes after the first step: count from its estimated start
+            self.t0 = now - (eta_s / max(1, total - step) if eta_s else 0.0)
         job.update(step=step, total=total, loss=loss, learn_rate=lr, eta_s=eta_s)
-        job.add("history", (step, loss, lr))
+        job.add("history", (step, loss, lr, now - self.t0))
         self.state.job_count = total
         self.state.job_no = step
         self.state.textinfo = progress_text(job)

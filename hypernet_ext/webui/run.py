@@ -190,6 +190,7 @@ def _train(session, job, plan, entry, host):
     for path in (result.final_path, _export(result.final_path, plan)):
         if path:
             job.add("files", path)
+    shared.reload_hypernetworks()   # webui's own list (its "Add hypernetwork to prompt" setting) sees the files
     if result.interrupted:
         job.add("messages", f"interrupted at step {result.step}; saved {result.final_path}")
     return result
