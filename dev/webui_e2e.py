@@ -128,7 +128,8 @@ def loader_check(args, folder):
     check(out.returncode == 0 and len(rows) == 4 and all(r.get("optim_taken") for r in rows),
           "webui's own loader takes the .pt files and their .optim (hash matches)" + (out.stderr[-800:] if
                                                                                         out.returncode else ""))
-    check([r.get("step") for r in rows] == [30, 10, 20, 30], f"steps as webui reads them: {[r.get('step') for r in rows]}")
+    steps = [r.get("step") for r in rows]
+    check(steps == [30, 10, 20, 30], f"steps as webui reads them: {steps}")
 
 
 def interrupt_and_resume(api, data):
