@@ -48,6 +48,8 @@ echo "== start webui on port $WEBUI_PORT"
 log_check "start-up"
 grep -E "Applying attention optimization|Disabling attention optimization" "$WEBUI_LOG" | tail -1 || true
 
+RC=0
 "$H/venv/bin/python" "$REPO/dev/webui_e2e.py" --url "$WEBUI_URL" --webui "$H/webui" --data "$H/data/hypernet_ext_e2e" \
-  --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py"
-log_check "after the run"
+  --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py" || RC=$?
+log_check "after the run" || RC=1
+exit "$RC"

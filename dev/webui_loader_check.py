@@ -9,9 +9,9 @@ import sys
 
 def main(paths):
     sys.argv = sys.argv[:1]   # webui parses its command line on import
-    from modules import shared_init
+    from modules import initialize
 
-    shared_init.initialize()
+    initialize.imports()       # webui's own import order (launch -> webui.py)
     import modules.safe  # noqa: F401  (webui's torch.load check, on as for users)
     from modules.hypernetworks.hypernetwork import Hypernetwork
 

@@ -230,6 +230,20 @@ def test_the_text_encoder_is_not_used_once_every_prompt_is_cached(webui, train_i
     assert any("VAE waits on the CPU" in m for m in view["messages"])
 
 
+def test_a_network_webuis_own_trainer_left_applied_takes_no_part_in_the_run(webui, train_images):
+    from modules import shared
+
+    new_network(webui.hn_dir, "a")
+    new_network(webui.hn_dir, "b")
+    assert webui.wait(train(webui, train_images, "a", steps=2, save_safetensors=False))["state"] == "done"
+    left = [lambda context: (context * 0, context * 0)]   # webui's trainer sets loaded_hypernetworks, never clears
+    shared.loaded_hypernetworks = left
+    assert webui.wait(train(webui, train_images, "b", steps=2, save_safetensors=False))["state"] == "done"
+    assert shared.loaded_hypernetworks is left
+    a, b = formats.load(webui.hn_dir / "a.pt").state_dict(), formats.load(webui.hn_dir / "b.pt").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_webuis_training_checkpoint_hijack_is_taken_off_for_the_run_and_put_back(webui, train_images):
     from modules import sd_hijack_checkpoint
 

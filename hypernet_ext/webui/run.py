@@ -117,11 +117,14 @@ def run_job(session, job, plan, entry) -> None:
         sd_model = shared.sd_model
         host = WebuiHost(sd_model)
         before = model_state.capture(sd_model)
+        native = shared.loaded_hypernetworks   # webui's own trainer leaves its network applied; not in our run
+        shared.loaded_hypernetworks = []
         try:
             session.generation.detach()
             with checkpoint_hijack_off():
                 result = _train(session, job, plan, entry, host)
         finally:
+            shared.loaded_hypernetworks = native
             model_state.restore(before)
             changed = model_state.differences(before, model_state.capture(sd_model))
             if changed:
