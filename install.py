@@ -21,8 +21,14 @@ def main():
     if os.environ.get("HYPERNET_EXT_NO_EXTRAS", "").strip() not in ("", "0"):
         return
     for name, version in EXTRAS:
-        if not launch.is_installed(name):
+        if launch.is_installed(name):
+            continue
+        try:
             launch.run_pip(f"install --no-deps {name}=={version}", f"hypernet_ext extra: {name} {version}")
+        except Exception as err:  # noqa: BLE001 - an optional extra: say so in one line and go on
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            print(f"hypernet_ext: could not install the optional {name}=={version} ({reason}); everything else "
+                  "works, and its optimizer is offered once it is installed")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,22 @@ def test_nothing_happens_and_nothing_is_printed_when_all_is_present(launch, monk
     assert capsys.readouterr() == ("", "")
 
 
+def test_an_extra_that_cannot_be_installed_is_one_line_and_the_others_still_come(launch, monkeypatch, capsys):
+    monkeypatch.setattr(launch, "is_installed", lambda name: name not in {"lion-pytorch", "dadaptation"})
+    tried = []
+
+    def run_pip(command, desc=None, live=False):
+        tried.append(command)
+        if "lion" in command:
+            raise RuntimeError("Couldn't install hypernet_ext extra: lion-pytorch 0.2.5.\nCommand: ...")
+
+    monkeypatch.setattr(launch, "run_pip", run_pip)
+    run_install()
+    assert tried == ["install --no-deps lion-pytorch==0.2.5", "install --no-deps dadaptation==3.2"]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "could not install the optional lion-pytorch==0.2.5" in out[0]
+
+
 def test_the_extras_can_be_skipped(launch, monkeypatch):
     monkeypatch.setattr(launch, "is_installed", lambda name: False)
     monkeypatch.setenv("HYPERNET_EXT_NO_EXTRAS", "1")
