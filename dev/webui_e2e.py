@@ -152,6 +152,15 @@ def interrupt_and_resume(api, data):
     check(bool(restored) and f"{NAME}.pt.optim" in restored[0], f"optimizer state restored: {restored}")
 
 
+def extra_networks_page(api):
+    """webui's Extra Networks endpoint renders our card of the network (our page stands in for webui's)."""
+    response = api.get("/sd_extra_networks/get-single-card",
+                       params={"page": "hypernetworks", "tabname": "txt2img", "name": NAME})
+    html = response.json().get("html", "") if response.ok else ""
+    check(response.ok and f"&lt;hypernet:{NAME}:" in html and "widths 32, 64, 768" in html and "step 60" in html,
+          f"Extra Networks card: {html[:200]!r}")
+
+
 def prompts(api):
     base, info, _ = api.txt2img("a photo of a red circle")
     full, info_full, _ = api.txt2img(f"a photo of a red circle <hypernet:{NAME}:1>")
@@ -248,6 +257,7 @@ def main():
     first_run(api, data, folder)
     loader_check(args, folder)
     interrupt_and_resume(api, data)
+    extra_networks_page(api)
     prompts(api)
     ratio = speed(api, data)
     check(ratio > 1.0, f"ours is faster than webui's native trainer ({ratio:.2f}x; goal 4x)")

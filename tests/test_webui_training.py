@@ -170,7 +170,8 @@ def test_medvram_trains_with_the_unet_on_the_device(webui, train_images):
     assert any("--medvram already moves it" in m for m in view["messages"])
 
 
-def test_a_checkpoint_change_during_training_stops_the_job_cleanly(webui, train_images, monkeypatch):
+@pytest.mark.parametrize("preview_every", [0, 2])
+def test_a_checkpoint_change_during_training_stops_the_job_cleanly(webui, train_images, monkeypatch, preview_every):
     from modules import sd_models, shared
 
     from hypernet_ext.webui import jobs
@@ -185,7 +186,7 @@ def test_a_checkpoint_change_during_training_stops_the_job_cleanly(webui, train_
 
     monkeypatch.setattr(jobs.JobCallbacks, "on_progress", change_at_2)
     loads = len(sd_models.loads)
-    view = webui.wait(train(webui, train_images, steps=8, preview_every=2, preview_steps=2))
+    view = webui.wait(train(webui, train_images, steps=8, preview_every=preview_every, preview_steps=2))
     assert view["state"] == "interrupted" and view["step"] == 2
     assert "checkpoint setting changed to tiny-b" in view["error"]
     assert len(sd_models.loads) == loads                          # not reloaded under the job
@@ -292,3 +293,14 @@ def test_the_host_uses_webuis_conditioning_vae_and_schedule(webui):
             WebuiHost(model)
     finally:
         model.is_sdxl = False
+
+
+@pytest.mark.parametrize("ours, webuis, saved", [(True, False, True), (False, True, True), (False, False, False)])
+def test_the_optimizer_state_is_saved_when_our_setting_or_webuis_says_so(webui, train_images, ours, webuis, saved):
+    from modules import shared
+
+    new_network(webui.hn_dir)
+    shared.opts.data["hypernet_ext_save_optimizer_state"] = ours
+    shared.opts.data["save_optimizer_state"] = webuis
+    assert webui.wait(train(webui, train_images, steps=1))["state"] == "done"
+    assert optim_path(webui.hn_dir / "hn.pt").is_file() == saved

@@ -85,6 +85,8 @@ class WebuiEnv:
             sd_models.models[info.filename] = model
             self.checkpoints.append(info)
         self.grads = [p.requires_grad for p in model.parameters()]
+        for param in model.model.parameters():   # as webui loads it: the UNet is never frozen (other tests may have)
+            param.requires_grad_(True)
         script_callbacks.clear_callbacks()
         self.script = load_script()
         script_callbacks.ui_settings_callback()

@@ -53,32 +53,43 @@ def _field(default, description, required=False):
     return Field(... if required else default, description=description)
 
 
-def build_models() -> Dict[str, type]:
-    from pydantic import BaseModel, StrictBool, StrictStr, create_model
-
-    class Strict:   # an option we do not know is an error (422 naming it), not silently ignored
-        extra = "forbid"
+def _create_fields() -> dict:
+    from pydantic import StrictBool, StrictStr
 
     hints = typing.get_type_hints(NetworkConfig)
-    create_fields = {"name": (StrictStr, _field(None, "Name of the network: its file is <name>.pt", True)),
-                     "overwrite": (StrictBool, _field(False, "Replace an existing file of that name."))}
+    fields = {"name": (StrictStr, _field(None, "Name of the network: its file is <name>.pt", True)),
+              "overwrite": (StrictBool, _field(False, "Replace an existing file of that name."))}
     for f in dataclasses.fields(NetworkConfig):
         if f.metadata.get("internal"):
             continue
         default, text = default_of(NetworkConfig, f.name), help_of(NetworkConfig, f.name)
         if f.name == "sizes":
             default, text = None, text + " Empty: every attention width of the loaded model."
-        create_fields[f.name] = (Optional[api_type(hints[f.name])], _field(default, text))
-    train_fields = {"network": (StrictStr, _field(None, "Name of the network to train (GET networks).", True)),
-                    "resume": (StrictBool, _field(False, "Continue from the newest checkpoint with its optimizer "
-                                                         "state (.optim); false: from the network file with a fresh "
-                                                         "optimizer."))}
+        fields[f.name] = (Optional[api_type(hints[f.name])], _field(default, text))
+    return fields
+
+
+def _train_fields() -> dict:
+    from pydantic import StrictBool, StrictStr
+
+    fields = {"network": (StrictStr, _field(None, "Name of the network to train (GET networks).", True)),
+              "resume": (StrictBool, _field(False, "Continue from the newest checkpoint with its optimizer state "
+                                                   "(.optim); false: from the network file with a fresh optimizer."))}
     for name, spec in request_fields().items():
         text = spec.help
         if name in SETTING_DEFAULTS:
-            key = SETTING_DEFAULTS[name][0]
-            text += f" Default: webui's setting {key.replace('webui:', '')}."
-        train_fields[name] = (api_type(spec.type), _field(spec.default, text, required=name == "data_dir"))
+            keys = SETTING_DEFAULTS[name][0].replace("webui:", "").replace("|", " or ")
+            text += f" Default: webui's setting {keys}."
+        fields[name] = (api_type(spec.type), _field(spec.default, text, required=name == "data_dir"))
+    return fields
+
+
+def build_models() -> Dict[str, type]:
+    """The request models (from the config dataclasses) and the response models."""
+    from pydantic import BaseModel, create_model
+
+    class Strict:   # an option we do not know is an error (422 naming it), not silently ignored
+        extra = "forbid"
 
     class NetworkItem(BaseModel):
         name: str
@@ -119,8 +130,8 @@ def build_models() -> Dict[str, type]:
     return {"NetworkItem": NetworkItem, "CreateNetworkResponse": CreateNetworkResponse,
             "TrainResponse": TrainResponse, "JobResponse": JobResponse,
             "CreateNetworkRequest": create_model("HypernetExtCreateNetworkRequest", __config__=Strict,
-                                                 **create_fields),
-            "TrainRequest": create_model("HypernetExtTrainRequest", __config__=Strict, **train_fields)}
+                                                 **_create_fields()),
+            "TrainRequest": create_model("HypernetExtTrainRequest", __config__=Strict, **_train_fields())}
 
 
 def error_field(err: Exception) -> Optional[str]:

@@ -3,7 +3,7 @@
 ``Job`` is written by the job's thread and read by anyone through ``view()`` (a plain dict, copied under its
 lock). ``JobCallbacks`` forwards the trainer's progress to the job and to ``shared.state`` (step and total,
 text with loss, learning rate and ETA, previews via ``assign_current_image``) and asks to stop on webui's
-Interrupt, on ``Job.interrupt()`` and when the model changed under the job.
+Interrupt, on ``Job.interrupt()``, and when webui's checkpoint setting or loaded model changed under the job.
 """
 from __future__ import annotations
 
@@ -101,10 +101,11 @@ def progress_text(job: Job) -> str:
 class JobCallbacks(Callbacks):
     """The trainer's callbacks for a job; ``preview`` renders one (set by the run when previews are on)."""
 
-    def __init__(self, job: Job, state, preview=None):
+    def __init__(self, job: Job, state, preview=None, checkpoint_changed=lambda: None):
         self.job = job
         self.state = state          # webui's shared.state
         self.preview = preview      # callable(step, network) -> (path, image) or None
+        self.checkpoint_changed = checkpoint_changed   # callable() -> the checkpoint now selected, or None
         self.t0: Optional[float] = None
 
     def on_progress(self, step, total, loss, lr, eta_s):
@@ -138,4 +139,10 @@ class JobCallbacks(Callbacks):
         self.job.add("messages", str(text))
 
     def should_stop(self) -> bool:
+        changed = None if self.job.model_changed else self.checkpoint_changed()
+        if changed:   # webui reloads the model when the queue is free: stop, so that it can
+            text = (f"webui's checkpoint setting changed to {changed} during training: the job saves and stops, "
+                    "then webui loads that checkpoint")
+            self.job.update(model_changed=text)
+            self.job.add("messages", text)
         return bool(self.job.stop_requested or self.job.model_changed or self.state.interrupted)

@@ -4,7 +4,8 @@ attached at strength 1 and ``disable_extra_networks`` set, so the picture shows 
 The seed is fixed by default (previews compare across steps), the sampler is picked by webui's name or alias,
 and the trainer forks the RNG around each preview. Optionally the optimizer state waits on the CPU and parts
 moved off the device (VAE, text encoder) come back for the preview. A preview is skipped, and the job asked to
-stop, when webui's checkpoint setting no longer names the model being trained (txt2img would load it).
+stop, when webui's checkpoint setting no longer names the model being trained (txt2img would load it; the job's
+callbacks stop the job at its next step).
 """
 from __future__ import annotations
 
@@ -35,10 +36,11 @@ def sampler_name(name: str) -> Optional[str]:
 
 
 def checkpoint_changed() -> Optional[str]:
-    """The checkpoint webui's setting now names, when it is not the loaded model's (else None)."""
+    """The checkpoint webui's setting now names, when it is not the loaded model's (else None). Looked up the way
+    sd_models.select_checkpoint does, without its fallback (which prints for an unknown name)."""
     from modules import sd_models, shared
 
-    wanted = sd_models.select_checkpoint()
+    wanted = sd_models.checkpoint_aliases.get(getattr(shared.opts, "sd_model_checkpoint", None))
     loaded = getattr(shared.sd_model, "sd_checkpoint_info", None)
     if wanted is None or loaded is None or getattr(wanted, "filename", None) == getattr(loaded, "filename", None):
         return None
@@ -67,7 +69,7 @@ class Previewer:
     manager that brings the VAE and text encoder back when they were moved off the device."""
 
     def __init__(self, run, name: str, folder: Path, size: Tuple[int, int], first_prompt: str,
-                 parts_on_device: Callable = contextlib.nullcontext, on_model_changed: Callable = lambda text: None):
+                 parts_on_device: Callable = contextlib.nullcontext):
         self.run = run
         self.name = name
         self.folder = Path(folder)
@@ -76,14 +78,10 @@ class Previewer:
         self.prompt = run.preview_prompt or first_prompt
         self.sampler = sampler_name(run.preview_sampler)
         self.parts_on_device = parts_on_device
-        self.on_model_changed = on_model_changed
         self.trainer = None       # set by the run: its optimizer exists once training has begun
 
     def __call__(self, step: int, network):
-        changed = checkpoint_changed()
-        if changed:
-            self.on_model_changed(f"webui's checkpoint setting changed to {changed} during training; no preview at "
-                                  f"step {step}, the job saves and stops, then webui loads that checkpoint")
+        if checkpoint_changed():   # txt2img would load it under the job; the job stops at its next step
             return None
         optimizer = getattr(self.trainer, "optimizer", None)
         with optimizer_on_cpu(optimizer, self.run.optimizer_to_cpu), self.parts_on_device():

@@ -24,7 +24,7 @@ from ..training.prompts import CachedConditioning, dataset_prompts
 from . import model_state
 from .host import NotSupported, WebuiHost
 from .jobs import DONE, FAILED, INTERRUPTED, RUNNING, JobCallbacks
-from .previews import Previewer
+from .previews import Previewer, checkpoint_changed
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def run_job(session, job, plan, entry) -> None:
 def _train(session, job, plan, entry, host):
     from modules import sd_hijack, shared
 
-    callbacks = JobCallbacks(job, shared.state)
+    callbacks = JobCallbacks(job, shared.state, checkpoint_changed=checkpoint_changed)
     shared.state.job_count = plan.train.steps
     shared.state.textinfo = f"Preparing to train {entry.name}..."
     sd_hijack.model_hijack.embedding_db.load_textual_inversion_embeddings()
@@ -182,8 +182,7 @@ def _train(session, job, plan, entry, host):
     if plan.train.preview_every:
         width, height = dataset.buckets[0]
         previewer = Previewer(plan.run, entry.name, Path(plan.train.log_dir) / "images", (width, height),
-                              dataset.batch(0).prompts[0], placement.on_device,
-                              on_model_changed=lambda text: _model_changed(job, text))
+                              dataset.batch(0).prompts[0], placement.on_device)
         callbacks.preview = previewer
     placement.unet_ready()
     trainer = Trainer(trained_on, network, dataset, plan.train, callbacks)
@@ -215,11 +214,6 @@ def _conditioning(host, dataset, plan, job, placement, preparing):
             cached.sealed = True
             placement.unload(host.text_encoder(), "text encoder")
     return cached
-
-
-def _model_changed(job, text: str) -> None:
-    job.update(model_changed=text)
-    job.add("messages", text)
 
 
 def _export(final_path, plan):

@@ -16,7 +16,8 @@ OPTIONS: Dict[str, Tuple[object, str]] = {
                                      "the end"),
     "hypernet_ext_preview_every": (0, "Render a preview through txt2img every N steps; 0: never"),
     "hypernet_ext_save_optimizer_state": (True, "Save the optimizer state (.optim) beside every checkpoint, so "
-                                                "training can resume exactly"),
+                                                "training can resume exactly (also when webui's own 'Saves "
+                                                "Optimizer state' is on)"),
     "hypernet_ext_optimizer_to_cpu": (True, "Move the optimizer state to the CPU while a preview renders"),
     "hypernet_ext_unload_vae": (False, "Move the VAE to the CPU once the training latents are cached"),
     "hypernet_ext_unload_text_encoder": (False, "Move the text encoder to the CPU once the conditioning of every "

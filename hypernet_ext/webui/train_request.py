@@ -73,10 +73,11 @@ SET_BY_SESSION = {
     (TrainConfig, "schedule"): "nested: its fields are options",
     (DataConfig, "name"): "the network's name (the template's [name])",
 }
-SETTING_DEFAULTS: Dict[str, Tuple[str, Any]] = {   # option -> (setting key, fallback); "webui:" = webui's own option
+# option -> (setting key, fallback); "webui:" = webui's own option; "a|b": true when either is (on/off options)
+SETTING_DEFAULTS: Dict[str, Tuple[str, Any]] = {
     "save_every": ("hypernet_ext_save_every", None),
     "preview_every": ("hypernet_ext_preview_every", None),
-    "save_optimizer": ("hypernet_ext_save_optimizer_state", None),
+    "save_optimizer": ("hypernet_ext_save_optimizer_state|webui:save_optimizer_state", False),
     "optimizer_to_cpu": ("hypernet_ext_optimizer_to_cpu", None),
     "unload_vae": ("hypernet_ext_unload_vae", None),
     "unload_text_encoder": ("hypernet_ext_unload_text_encoder", None),
@@ -114,10 +115,12 @@ def request_fields() -> Dict[str, RequestField]:
 
 def option_default(name: str, setting: Callable[[str], Any], webui_option: Callable[[str, Any], Any]) -> Any:
     """The default of option ``name`` inside webui: its setting when it has one, else the config's default."""
-    if name in SETTING_DEFAULTS:
-        key, fallback = SETTING_DEFAULTS[name]
-        return webui_option(key[len("webui:"):], fallback) if key.startswith("webui:") else setting(key)
-    return request_fields()[name].default
+    if name not in SETTING_DEFAULTS:
+        return request_fields()[name].default
+    keys, fallback = SETTING_DEFAULTS[name]
+    values = [webui_option(key[len("webui:"):], fallback) if key.startswith("webui:") else setting(key)
+              for key in keys.split("|")]
+    return any(values) if len(values) > 1 else values[0]
 
 
 @dataclass
