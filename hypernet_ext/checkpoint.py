@@ -99,6 +99,8 @@ def save_checkpoint(network, path: PathLike, optimizer: Optional[torch.optim.Opt
     which resume reports). A failure leaves any earlier file at ``path`` as it was."""
     from . import formats  # only saving needs the format writers
 
+    path = Path(path).expanduser()
+
     def sidecar(tmp: Path) -> None:
         if optimizer is not None:
             write_optim(path, optimizer_name or type(optimizer).__name__, optimizer.state_dict(), resume_state,
@@ -128,14 +130,15 @@ def newest_complete(folder: PathLike, name: str) -> Optional[Path]:
     """The checkpoint of run ``name`` in ``folder`` (``<name>.pt`` or ``<name>-<step>.pt``) holding the highest
     step whose ``.optim`` exists and matches it (then the newest by time); None when there is none. Use it to
     resume from the newest snapshot that resumes exactly."""
+    from . import formats
+
     folder = Path(folder)
     ours = re.compile(re.escape(name) + r"(-\d+)?\.pt")
     found = []
     for path in (folder.iterdir() if folder.is_dir() else ()):
-        if not ours.fullmatch(path.name) or _sidecar_hash(path) != _hash_or_none(path):
+        recorded = _sidecar_hash(path) if ours.fullmatch(path.name) else None
+        if recorded is None or recorded != _hash_or_none(path):
             continue
-        from . import formats
-
         try:
             found.append((formats.describe(path).step, path.stat().st_mtime, path.name, path))
         except (HypernetError, OSError):

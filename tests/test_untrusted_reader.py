@@ -215,18 +215,36 @@ def test_a_pickled_sd_checkpoint_loads_with_inert_placeholders(tmp_path, lightni
     assert read.keys() == state.keys() and all(torch.equal(read[k], state[k]) for k in state)
 
 
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return eval, (f"open({str(self.marker)!r}, 'w')",)
+
+
 def test_a_checkpoint_asking_for_code_is_refused_and_says_convert(tmp_path):
     marker = tmp_path / "ran"
-
-    class Payload:
-        def __reduce__(self):
-            return eval, (f"open({str(marker)!r}, 'w')",)
-
     path = tmp_path / "evil.ckpt"
-    path.write_bytes(torch_bytes({"state_dict": {"w": torch.zeros(2)}, "x": Payload()}))
+    path.write_bytes(torch_bytes({"state_dict": {"w": torch.zeros(2)}, "x": Payload(marker)}))
     with pytest.raises(UnsafeFileError, match=r"builtin__\.eval'") as info:
         _read_state_dict(path)
     assert ".safetensors" in str(info.value) and not marker.exists()
+
+
+def test_train_from_such_a_checkpoint_is_one_line_before_the_model_is_built(tmp_path, tiny_ldm, tiny_cache, capsys):
+    from test_train_host import write_checkpoint
+
+    from hypernet_ext.standalone.cli import main
+
+    path, yaml = write_checkpoint(tiny_ldm, tiny_cache, tmp_path, ".ckpt")
+    marker = tmp_path / "ran"
+    path.write_bytes(torch_bytes({"state_dict": {"w": torch.zeros(2)}, "x": Payload(marker)}))
+    code = main(["train", "--name", "hn", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--device", "cpu",
+                 "--ckpt", str(path), "--config", str(yaml)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Convert the checkpoint to .safetensors" in err
+    assert not marker.exists()
 
 
 def test_an_optim_sidecar_gets_the_strict_rules(tmp_path, lightning_names):

@@ -190,8 +190,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == size and pid[0] == "storage"):
             raise Refusal(f"its pickle refers to an unknown kind of stored object ({excerpt(pid)})")
         kind, key, location, numel = pid[1:5]
-        if not isinstance(kind, _StorageKind) or not isinstance(key, str) or not key.isdigit() or len(key) > 20 \
-                or not isinstance(location, str) or type(numel) is not int or numel < 0:
+        key_ok = isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 20
+        if not key_ok or not isinstance(kind, _StorageKind) or not isinstance(location, str) \
+                or type(numel) is not int or numel < 0:
             raise Refusal(f"its pickle describes a storage as {excerpt(pid)}")
         if self.legacy and pid[5] is not None:
             raise Refusal("it holds storage views, written by torch before 1.0; re-save it")

@@ -32,12 +32,12 @@ MAX_RECORDS = 65536             # zip records; an SD checkpoint has about 1,200
 # What torch.save writes under the archive's folder: torch 2.1 the first five, torch >= 2.4 also the last two;
 # '.data/version' is where torch's writer puts the version from format 6 on.
 RECORDS = re.compile(r"^(data\.pkl|data/\d{1,20}|version|byteorder|\.data/serialization_id|\.data/version"
-                     r"|\.format_version|\.storage_alignment)$")
+                     r"|\.format_version|\.storage_alignment)$", re.ASCII)
 TORCHSCRIPT = re.compile(r"^(constants\.pkl|bytecode\.pkl|code/|extra/|.*\.debug_pkl$|.*\.py$|mobile_info\.json)")
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, struct.error, KeyError,
                NotImplementedError, UnicodeDecodeError, OverflowError, RuntimeError, IndexError, zlib.error)
 _PICKLE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-                  OverflowError, MemoryError, UnicodeDecodeError, RecursionError, struct.error, ImportError)
+                  OverflowError, UnicodeDecodeError, RecursionError, struct.error, ImportError)
 
 
 def _read_into(f, buffer: bytearray) -> None:
@@ -219,6 +219,8 @@ def read(src: Source, policy: Policy = WEIGHTS, tensors: bool = True):
         raise
     except safe_pickle.Refusal as err:
         raise FormatError(src.path, f"{excerpt(str(err), 200, quote=False)}; the file is damaged or crafted") from None
+    except MemoryError:   # sizes were checked against the file: the file is larger than the free memory
+        raise FormatError(src.path, f"needs more memory than is free to read its {src.size:,} bytes") from None
     except (_ZIP_ERRORS + _PICKLE_ERRORS) as err:
         raise FormatError(src.path, f"is truncated or corrupt: it cannot be read ({type(err).__name__}: "
                                     f"{excerpt(str(err), 120, quote=False)}); copy or download it again") from None
