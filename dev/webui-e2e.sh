@@ -50,6 +50,6 @@ grep -E "Applying attention optimization|Disabling attention optimization" "$WEB
 
 RC=0
 "$H/venv/bin/python" "$REPO/dev/webui_e2e.py" --url "$WEBUI_URL" --webui "$H/webui" --data "$H/data/hypernet_ext_e2e" \
-  --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py" || RC=$?
+  --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py" --pid "$(cat "$WEBUI_PIDFILE")" || RC=$?
 log_check "after the run" || RC=1
 exit "$RC"

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from .. import checkpoint as ckpt
 from .. import fileio, formats
-from ..errors import ConfigError, FormatError, HypernetError
+from ..errors import ConfigError, HypernetError
 from ..training.config import clean_name
 
 logger = logging.getLogger(__name__)
@@ -175,23 +175,8 @@ class NetworkLibrary:
     # ---- checkpoints ----
 
     def newest_checkpoint(self, entry: Entry) -> Optional[Path]:
-        """The newest complete checkpoint pair of ``entry``'s network in its folder: ``<name>.pt`` or a snapshot
-        ``<name>-<step>.pt`` whose ``.optim`` belongs to it, newest first by modification time, then step.
-        (To be replaced by hypernet_ext.checkpoint's own finder once it has one.)"""
-        candidates = [entry.path.with_suffix(".pt")]
-        for path in entry.path.parent.glob(f"{entry.name}-*.pt"):
-            if path.stem[len(entry.name) + 1:].isdigit():
-                candidates.append(path)
-        complete = []
-        for path in candidates:
-            if not path.is_file() or not _inside(path, self.root):
-                continue
-            saved, _ = ckpt.read_optim(path)
-            if saved is None:
-                continue
-            try:
-                step = self.describe(path).step
-            except (FormatError, OSError):
-                continue
-            complete.append((max(path.stat().st_mtime, ckpt.optim_path(path).stat().st_mtime), step, path))
-        return max(complete)[2] if complete else None
+        """The checkpoint a resume of ``entry``'s network starts from: hypernet_ext.checkpoint.newest_complete in
+        its folder (``<name>.pt`` or a snapshot ``<name>-<step>.pt`` with the highest step whose .optim belongs
+        to it), when it stays inside the hypernetwork folder; None when there is none."""
+        path = ckpt.newest_complete(entry.path.parent, entry.name)
+        return path if path is not None and _inside(path, self.root) else None
