@@ -91,16 +91,10 @@ def build_models() -> Dict[str, type]:
     class Strict:   # an option we do not know is an error (422 naming it), not silently ignored
         extra = "forbid"
 
-    class NetworkItem(BaseModel):
-        name: str
-        path: str
-        format: str
-        sizes: List[int]
-        step: int
-        hash: Optional[str]
-        structure: Dict[str, Any] = {}
-        sd_checkpoint: Optional[str] = None
-        sd_checkpoint_name: Optional[str] = None
+    from .session import NetworkInfo
+
+    hints = typing.get_type_hints(NetworkInfo)
+    item = {f.name: (hints[f.name], ...) for f in dataclasses.fields(NetworkInfo) if not f.metadata.get("internal")}
 
     class CreateNetworkResponse(BaseModel):
         name: str
@@ -127,8 +121,8 @@ def build_models() -> Dict[str, type]:
         error: Optional[str]
         history: Optional[List[Dict[str, Any]]] = None
 
-    return {"NetworkItem": NetworkItem, "CreateNetworkResponse": CreateNetworkResponse,
-            "TrainResponse": TrainResponse, "JobResponse": JobResponse,
+    return {"NetworkItem": create_model("HypernetExtNetworkItem", **item),
+            "CreateNetworkResponse": CreateNetworkResponse, "TrainResponse": TrainResponse, "JobResponse": JobResponse,
             "CreateNetworkRequest": create_model("HypernetExtCreateNetworkRequest", __config__=Strict,
                                                  **_create_fields()),
             "TrainRequest": create_model("HypernetExtTrainRequest", __config__=Strict, **_train_fields())}
@@ -185,11 +179,8 @@ def register(app, session, api_auth: Optional[str]) -> List[Any]:
     CreateNetworkRequest, TrainRequest = models["CreateNetworkRequest"], models["TrainRequest"]
 
     def list_networks():
-        return [item_model(name=i.name, path=i.path, format=i.format, sizes=i.sizes, step=i.step,
-                                      hash=i.hash, structure=i.descriptor.config.to_dict(),
-                                      sd_checkpoint=i.descriptor.sd_checkpoint,
-                                      sd_checkpoint_name=i.descriptor.sd_checkpoint_name)
-                for i in session.list_networks()]
+        names = list(item_model.__fields__)
+        return [item_model(**{name: getattr(info, name) for name in names}) for info in session.list_networks()]
 
     def create_network(request: CreateNetworkRequest):
         values = request.dict(exclude_unset=True)

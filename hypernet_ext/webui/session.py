@@ -26,9 +26,9 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .. import formats
 from ..config import NetworkConfig
@@ -46,13 +46,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class NetworkInfo:
+    """One listed network (the REST API's list item is this without the descriptor)."""
     name: str
     path: str
     format: str
     sizes: List[int]
     step: int
     hash: Optional[str]
-    descriptor: object
+    structure: Dict[str, Any]
+    sd_checkpoint: Optional[str]
+    sd_checkpoint_name: Optional[str]
+    descriptor: object = field(repr=False, compare=False, metadata={"internal": True})
 
 
 def _hypernetwork_dir() -> str:
@@ -85,7 +89,7 @@ class Session:
             digest = hashes.sha256_from_cache(str(entry.path), f"hypernet/{entry.name}") or \
                 hashes.sha256(str(entry.path), f"hypernet/{entry.name}")
             out.append(NetworkInfo(entry.name, str(entry.path), info.format, list(info.widths), int(info.step),
-                                   digest, info))
+                                   digest, info.config.to_dict(), info.sd_checkpoint, info.sd_checkpoint_name, info))
         return out
 
     def model_widths(self) -> List[int]:
