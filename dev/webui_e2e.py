@@ -258,7 +258,7 @@ def native_per_step(api, data, pid):
             state = poller.get("/sdapi/v1/progress", params={"skip_current_image": "true"}).json()["state"]
         except (requests.RequestException, ValueError, KeyError):
             return None
-        return state["job_no"] if state.get("job") == "train_hypernetwork" else None
+        return state["job_no"] if state.get("job") in ("train_hypernetwork", "train-hypernetwork") else None
 
     with Sampler(pid, job_no) as sampler:
         response = api.post("/sdapi/v1/train/hypernetwork", json=request)
