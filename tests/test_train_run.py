@@ -293,7 +293,7 @@ def test_the_log_writes_the_effective_rate_and_keeps_an_older_files_columns(tmp_
     with open(tmp_path / "new" / "hypernetwork_loss.csv", newline="", encoding="utf-8") as f:
         lines = list(csv.reader(f))
     assert tuple(lines[0]) == COLUMNS and COLUMNS[:5] == ("step", "epoch", "epoch_step", "loss", "learn_rate")
-    assert [line[-1] for line in lines[1:]] == ["2e-06", "0.001"]
+    assert [line[COLUMNS.index("effective_lr")] for line in lines[1:]] == ["2e-06", "0.001"]
     assert ("Effective learn rate/train", 2e-6, 1) in writer.scalars
     assert [t for t, _, s in writer.scalars if s == 2 and "Effective" in t] == []
     old = tmp_path / "old" / "hypernetwork_loss.csv"
