@@ -54,10 +54,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="guard-picture-"))
     try:
-        rows = read_loss_csv(run(work))
-        title = ("tiny model, lr 0.05 (too high), rollback guard: loss (grey, running mean blue), "
-                 "validation loss (orange)")
-        image = run_chart(rows, title=title)
+        image = run_chart(read_loss_csv(run(work)))
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         image.quantize(colors=32).save(out, optimize=True)   # few colours: a small file

@@ -14,10 +14,9 @@ from hypernet_ext.checkpoint import STATE_KEY, optim_path
 from hypernet_ext.errors import ConfigError
 from hypernet_ext.host import Callbacks
 from hypernet_ext.training import TrainConfig, Trainer
-from hypernet_ext.training import logs as logs_module
 from hypernet_ext.training.config import GuardConfig, ValidationConfig
 from hypernet_ext.training.guard import Guard
-from hypernet_ext.training.logs import COLUMNS, TrainingLog, read_loss_csv
+from hypernet_ext.training.logs import read_loss_csv
 from hypernet_ext.training.validation import ValidationResult, build_validation
 
 pytest.importorskip("ldm")
@@ -240,43 +239,3 @@ def test_bad_settings_name_the_field(fields, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**fields)
 
-
-class FakeWriter:
-    def __init__(self):
-        self.scalars, self.texts = [], []
-
-    def add_scalar(self, tag, value, step):
-        self.scalars.append((tag, value, step))
-
-    def add_text(self, tag, text, step):
-        self.texts.append((tag, text, step))
-
-    def close(self):
-        pass
-
-
-def test_validation_and_guard_cells_reach_the_csv_and_tensorboard(tmp_path, monkeypatch):
-    writer = FakeWriter()
-    monkeypatch.setattr(logs_module, "tensorboard_writer", lambda folder: writer)
-    log = TrainingLog(tmp_path / "new", every=5, widths=(320, 768))
-    cells = dict(ValidationResult(3, 0.5, {320: 0.1, 768: 0.25}, {320: 3.0, 768: 4.0}).cells(), lr_factor="0.5")
-    log.write(3, 0, 3, 0.25, 1e-3, 0.5, None, extra=cells)             # not a logged step, but validated
-    log.write(4, 0, 4, 0.25, 1e-3, 0.5, None, extra={"lr_factor": "0.5"})   # neither: no row
-    log.write(6, 0, 6, 0.25, 1e-3, 0.5, None, extra={"lr_factor": "0.25", "guard": "lower-lr"})
-    rows = read_loss_csv(tmp_path / "new" / "hypernetwork_loss.csv")
-    assert [(r["step"], r["guard"]) for r in rows] == [(3, ""), (6, "lower-lr")]
-    assert (rows[0]["val_loss"], rows[0]["effect"], rows[0]["effect_320"], rows[0]["weight_norm_768"]) == (
-        0.5, 0.25, 0.1, 4.0)
-    assert rows[0]["weight_norm"] == pytest.approx(5.0) and rows[1]["lr_factor"] == 0.25
-    with open(tmp_path / "new" / "hypernetwork_loss.csv", encoding="utf-8") as f:
-        header = f.readline().strip().split(",")
-    assert header == list(COLUMNS) + ["effect_320", "effect_768", "weight_norm_320", "weight_norm_768"]
-    tags = {(tag, step) for tag, _, step in writer.scalars}
-    assert {("Loss/validation", 3), ("Effect size/768", 3), ("Weight norm/all", 3), ("Effect size/largest", 3),
-            ("Learn rate factor/train", 6)} <= tags and writer.texts == [("Guard", "lower-lr", 6)]
-    old = tmp_path / "old" / "hypernetwork_loss.csv"
-    old.parent.mkdir()
-    old.write_text("step,epoch,epoch_step,loss,learn_rate\n1,0,1,0.5,0.001\n", encoding="utf-8")   # webui's
-    TrainingLog(tmp_path / "old", tensorboard=False, widths=(768,)).write(2, 0, 2, 0.25, 1e-3, 0.5, None,
-                                                                         extra=cells)
-    assert old.read_text(encoding="utf-8").splitlines()[0] == "step,epoch,epoch_step,loss,learn_rate"

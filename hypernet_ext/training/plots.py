@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
@@ -40,6 +40,7 @@ class Panel:
     log_x: bool = False
     log_y: bool = False
     markers: List[Marker] = field(default_factory=list)
+    x_range: Optional[Tuple[float, float]] = None   # fixed ends of the x axis (panels that must line up)
 
 
 def running_mean(values: Sequence[float], window: int) -> List[float]:
@@ -77,6 +78,8 @@ def _draw_panel(draw: ImageDraw.ImageDraw, box: Tuple[int, int, int, int], panel
     xs += [_scale(m.x, panel.log_x) for m in panel.markers if _usable(m.x, panel.log_x)]
     ys = [_scale(y, panel.log_y) for p in points for _, y in p]
     (x0, x1), (y0, y1) = _span(xs), _span(ys)
+    if panel.x_range is not None:
+        x0, x1 = (_scale(v, panel.log_x) for v in panel.x_range)
 
     def place(x, y):
         x, y = _scale(x, panel.log_x), _scale(y, panel.log_y)
@@ -117,31 +120,31 @@ def chart(panels: Sequence[Panel], size: Tuple[int, int] = (640, 360)) -> Image.
     return image
 
 
-def run_chart(rows: Sequence[Dict[str, object]], title: str = "", size: Tuple[int, int] = (720, 540)
+def run_chart(rows: Sequence[Dict[str, object]], title: str = "", size: Tuple[int, int] = (720, 640)
               ) -> Image.Image:
-    """A run from its loss-log rows (training.logs.read_loss_csv): the training loss and its running mean with
-    the validation loss above, the learning rate (log axis) below, both against the step, the guard's actions
-    as red lines. After a rollback the step goes back: each stretch between rollbacks is drawn on its own,
-    the abandoned ones paler."""
+    """A run from its loss-log rows (training.logs.read_loss_csv), three panels against the step: the training
+    loss and its running mean, the validation loss, the learning rate (log axis); the guard's actions as red
+    lines. After a rollback the step goes back: each stretch between rollbacks is drawn on its own, the
+    abandoned ones paler."""
     stretches: List[list] = [[]]
     for row in rows:
         if stretches[-1] and row["step"] <= stretches[-1][-1]["step"]:
             stretches.append([])
         stretches[-1].append(row)
-    loss_series, lr_series, markers = [], [], []
+    train, val, rate, markers = [], [], [], []
+    window = max(1, len(stretches[-1]) // 8)
+    ends = (min(r["step"] for r in rows), max(r["step"] for r in rows)) if rows else None
     for i, part in enumerate(stretches):
-        last = i == len(stretches) - 1
-        pale = (lambda c: c) if last else (lambda c: tuple(int(v + (255 - v) * 0.6) for v in c))
-        steps = [r["step"] for r in part]
-        train = [(r["step"], r["loss"]) for r in part if _usable(r["loss"], False)]
-        val = [(r["step"], r["val_loss"]) for r in part if _usable(r["val_loss"], False)]
-        smooth = running_mean([y for _, y in train], max(1, len(train) // 15))
-        label = (lambda text: text) if last else (lambda text: "")
-        loss_series += [Series([x for x, _ in train], [y for _, y in train], pale(GREY), label=label("loss")),
-                        Series([x for x, _ in train], smooth, pale(BLUE), 2, label=label("loss, running mean")),
-                        Series([x for x, _ in val], [y for _, y in val], pale(ORANGE), 2, True,
-                               label("validation loss"))]
-        lr_series.append(Series(steps, [r["learn_rate"] for r in part], pale(BLUE), 2, label=label("learning rate")))
+        shade = (lambda c: c) if i == len(stretches) - 1 else (lambda c: tuple(int(v + (255 - v) * 0.6) for v in c))
+        losses = [(r["step"], r["loss"]) for r in part if _usable(r["loss"], False)]
+        xs, ys = [x for x, _ in losses], [y for _, y in losses]
+        train += [Series(xs, ys, shade(GREY)), Series(xs, running_mean(ys, window), shade(BLUE), 2)]
+        points = [(r["step"], r["val_loss"]) for r in part if _usable(r["val_loss"], False)]
+        val.append(Series([x for x, _ in points], [y for _, y in points], shade(ORANGE), 2, True))
+        steps = [r["step"] for r in part if _usable(r["learn_rate"], True)]
+        rate.append(Series(steps, [r["learn_rate"] for r in part if _usable(r["learn_rate"], True)], shade(BLUE), 2))
         markers += [Marker(r["step"], RED, str(r["guard"])) for r in part if r.get("guard")]
-    return chart([Panel(loss_series, title or "loss and validation loss", markers=markers),
-                  Panel(lr_series, "learning rate", log_y=True, markers=markers)], size)
+    return chart([Panel(train, title or f"training loss (grey) and its running mean over {window} steps (blue)",
+                        markers=markers, x_range=ends),
+                  Panel(val, "validation loss (fixed images, timesteps and noise)", markers=markers, x_range=ends),
+                  Panel(rate, "learning rate (log scale)", log_y=True, markers=markers, x_range=ends)], size)
