@@ -169,6 +169,8 @@ def test_stop_ends_the_run_at_its_best_snapshot(ldm_host, shapes_dataset, tmp_pa
     states = [s["optimizer_state_dict"]["state"] for s in sidecars]
     assert all(torch.equal(a, b) for k in states[0] for a, b in zip(states[0][k].values(), states[1][k].values()))
     assert sidecars[1][STATE_KEY]["guard"]["best_step"] == best.step
+    assert result.best == (best.step, best.extra["validation"]["loss"])
+    assert result.best_path == str(tmp_path / "hn-best.pt")
 
 
 def test_lower_lr_survives_a_resume_exactly(ldm_host, shapes_dataset, tmp_path):

@@ -46,6 +46,7 @@ class TrainResult:
     losses: List[float] = field(default_factory=list)
     validation: List[Tuple[int, float]] = field(default_factory=list)   # (step, validation loss), in order
     best_path: Optional[str] = None             # <out>/<name>-best.pt when validation wrote one
+    best: Optional[Tuple[int, float]] = None    # (step, validation loss) of the best snapshot
     guard_events: List[str] = field(default_factory=list)   # the guard's messages
     stopped_by_guard: bool = False              # the guard's stop action ended the run (at the best snapshot)
 

@@ -86,6 +86,7 @@ class Watch:
         if improved:
             written = self.trainer._save(final=False, best=True)
             self.trainer.result.best_path = str(written)
+            self.trainer.result.best = (result.step, result.loss)
         if event is None:
             return None
         self.events.append(event)

@@ -305,9 +305,8 @@ def run_train(args) -> int:
     state = "interrupted at" if result.interrupted else "stopped by the guard at" if result.stopped_by_guard \
         else "done:"
     print(f"{state} step {result.step}; final file {result.final_path}; {result.skipped_steps} steps skipped")
-    if result.best_path:
-        best = min(result.validation, key=lambda pair: pair[1])
-        print(f"best validation loss {best[1]:.6g} at step {best[0]}: {result.best_path}")
+    if result.best:
+        print(f"best validation loss {result.best[1]:.6g} at step {result.best[0]}: {result.best_path}")
     for text in result.guard_events:
         print(text)
     return 0
