@@ -68,6 +68,7 @@ class Trainer:
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.lr_free = False    # Prodigy / D-Adaptation: the schedule's rate multiplies the optimizer's own d
         self.runner: Optional[StepRunner] = None
+        self._precision: Tuple[str, Optional[torch.dtype]] = ("no", None)   # (mode, autocast dtype), set up later
         self.watch: Optional[Watch] = None
         self.result = TrainResult(step=int(network.step))
         self._last_checkpoint: Optional[str] = None
