@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ...errors import ConfigError
+from ...errors import ConfigError, FormatError
 from ...host import Callbacks
 
 logger = logging.getLogger(__name__)
@@ -245,6 +245,25 @@ def network_config(args, model_widths=()):
                          info=args.info)
 
 
+def preflight(args, config, data) -> None:
+    """What can be checked before the model is built and images are encoded, each a one-line error: the device,
+    the output and cache folders, the file to start from (read without its tensors), a new network's size."""
+    from ... import formats
+    from ...devices import check_device
+    from ...fileio import check_folder
+
+    if args.device:
+        check_device(args.device, "--device")
+    check_folder(config.out_dir, "--out")
+    if data.cache_dir:
+        check_folder(data.cache_dir, "--cache-dir")
+    source = args.resume or args.network
+    if source:
+        formats.describe(source)
+    elif str(args.sizes).strip().lower() != "auto":
+        network_config(args)
+
+
 def build_host(args):
     import torch
 
@@ -270,8 +289,14 @@ def build_network(args, host):
         raise ConfigError("--network and --resume both name a file to start from; give one")
     if source:
         from ... import formats
+        from ...formats.common import nonfinite_weights
 
-        return formats.load(source), source
+        network = formats.load(source)
+        bad = nonfinite_weights(network)
+        if bad:
+            raise FormatError(source, f"holds NaN or infinite weights ({'; '.join(bad[:3])}); training from it "
+                                      "cannot work. Start from an earlier checkpoint")
+        return network, source
     widths = [width for _, _, width in attention_modules(host.attention_root())]
     return create(network_config(args, widths), name=args.name), None
 
@@ -283,6 +308,7 @@ def run_train(args) -> int:
     from ...training import Trainer
 
     config, data = train_config(args), data_config(args)
+    preflight(args, config, data)
     host = build_host(args)
     network, source = build_network(args, host)
     dataset = prepare_dataset(data, host.encode_images, host.scale_factor, model_id=host.model_id)
