@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..config import ConfigMixin
+from ..config import ConfigMixin, real_number, whole_number
 from ..errors import ConfigError
 from .captions import DEFAULT_JOIN, DEFAULT_TEMPLATE, DEFAULT_WORD_REGEX
 
@@ -78,22 +78,24 @@ class DataConfig(ConfigMixin):
         self.resize = _choice("resize", self.resize, RESIZE_MODES)
         self.latent_sampling = _choice("latent_sampling", self.latent_sampling, LATENT_SAMPLING)
         for name in ("width", "height"):
-            value = _int(name, getattr(self, name), 8)
+            value = whole_number(name, getattr(self, name), 8)
             if value % VAE_FACTOR:
                 raise ConfigError(f"{name}: {value} is not a multiple of {VAE_FACTOR} (the VAE works in 8x8 blocks)")
             setattr(self, name, value)
-        self.divisor = _int("divisor", self.divisor, VAE_FACTOR)
+        self.divisor = whole_number("divisor", self.divisor, VAE_FACTOR)
         if self.divisor % VAE_FACTOR:
             raise ConfigError(f"divisor: {self.divisor} must be a multiple of {VAE_FACTOR}, e.g. 64")
-        self.min_side = _int("min_side", self.min_side, 1)
-        self.max_side = _int("max_side", self.max_side, 1)
-        self.bucket_pixels = None if self.bucket_pixels in (None, "", 0) else _int("bucket_pixels",
-                                                                                     self.bucket_pixels, 1)
-        self.batch_size = _int("batch_size", self.batch_size, 1)
-        self.repeats = _int("repeats", self.repeats, 1)
-        self.seed = _int("seed", self.seed, None)
-        self.flip = _probability("flip", self.flip)
-        self.tag_dropout = _probability("tag_dropout", self.tag_dropout)
+        self.min_side = whole_number("min_side", self.min_side, 1)
+        self.max_side = whole_number("max_side", self.max_side, 1)
+        if self.bucket_pixels in (None, "", 0):
+            self.bucket_pixels = None
+        else:
+            self.bucket_pixels = whole_number("bucket_pixels", self.bucket_pixels, 1)
+        self.batch_size = whole_number("batch_size", self.batch_size, 1)
+        self.repeats = whole_number("repeats", self.repeats, 1)
+        self.seed = whole_number("seed", self.seed, None)
+        self.flip = real_number("flip", self.flip, 0.0, 1.0)
+        self.tag_dropout = real_number("tag_dropout", self.tag_dropout, 0.0, 1.0)
         self.filename_regex = "" if self.filename_regex is None else str(self.filename_regex)
         self.filename_join = "" if self.filename_join is None else str(self.filename_join)
         if self.filename_regex:
@@ -130,25 +132,3 @@ def _choice(name: str, value, allowed) -> str:
     if text not in allowed:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
     return text
-
-
-def _int(name: str, value, minimum: Optional[int]) -> int:
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-        raise ConfigError(f"{name}: {value!r} must be a whole number")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} must be a whole number") from None
-    if minimum is not None and number < minimum:
-        raise ConfigError(f"{name}: {number} must be at least {minimum}")
-    return number
-
-
-def _probability(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} must be a number between 0 and 1") from None
-    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
-        raise ConfigError(f"{name}: {value!r} must be a number between 0 and 1")
-    return number

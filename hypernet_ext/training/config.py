@@ -5,11 +5,9 @@ schedule configs. Validation raises ConfigError naming the field; ``to_dict`` ne
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Optional
 
-from ..config import ConfigMixin
+from ..config import ConfigMixin, real_number, whole_number
 from ..errors import ConfigError
 from ..optim import OptimizerConfig
 from ..schedules import ScheduleConfig
@@ -68,15 +66,15 @@ class TrainConfig(ConfigMixin):
         self.out_dir = str(self.out_dir or "").strip()
         if not self.out_dir:
             raise ConfigError("out_dir: give the folder the checkpoints should go to")
-        self.steps = _int("steps", self.steps, 1)
-        self.grad_accum = _int("grad_accum", self.grad_accum, 1)
-        self.save_every = _int("save_every", self.save_every, 0)
-        self.preview_every = _int("preview_every", self.preview_every, 0)
-        self.log_every = _int("log_every", self.log_every, 1)
-        self.seed = _int("seed", self.seed, None)
-        self.max_bad_steps = _int("max_bad_steps", self.max_bad_steps, 1)
-        self.min_snr_gamma = _number("min_snr_gamma", self.min_snr_gamma)
-        self.noise_offset = _number("noise_offset", self.noise_offset)
+        self.steps = whole_number("steps", self.steps, 1)
+        self.grad_accum = whole_number("grad_accum", self.grad_accum, 1)
+        self.save_every = whole_number("save_every", self.save_every, 0)
+        self.preview_every = whole_number("preview_every", self.preview_every, 0)
+        self.log_every = whole_number("log_every", self.log_every, 1)
+        self.seed = whole_number("seed", self.seed, None)
+        self.max_bad_steps = whole_number("max_bad_steps", self.max_bad_steps, 1)
+        self.min_snr_gamma = real_number("min_snr_gamma", _off_is_none(self.min_snr_gamma), 0.0, note=" (0: off)")
+        self.noise_offset = real_number("noise_offset", _off_is_none(self.noise_offset), 0.0, note=" (0: off)")
         for name in ("grad_checkpointing", "tensorboard", "save_safetensors", "save_optimizer"):
             setattr(self, name, bool(getattr(self, name)))
         precision = str(self.mixed_precision or "auto").strip().lower()
@@ -102,23 +100,5 @@ class TrainConfig(ConfigMixin):
         return out
 
 
-def _int(name: str, value, minimum: Optional[int]) -> int:
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-        raise ConfigError(f"{name}: {value!r} must be a whole number")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} must be a whole number") from None
-    if minimum is not None and number < minimum:
-        raise ConfigError(f"{name}: {number} must be at least {minimum}")
-    return number
-
-
-def _number(name: str, value) -> float:
-    try:
-        number = float(0.0 if value is None else value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} must be a number >= 0 (0: off)") from None
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-        raise ConfigError(f"{name}: {value!r} must be a number >= 0 (0: off)")
-    return number
+def _off_is_none(value):
+    return 0.0 if value is None else value
