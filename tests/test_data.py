@@ -1,5 +1,5 @@
 """The data layer on tiny synthetic images and a fake encoder: captions, prompts, buckets, flips, repeats,
-latent sampling, alpha weights, the latent cache, batch(step) purity and bad data."""
+latent sampling, alpha weights, the latent cache, micro_batch(index) purity and bad data."""
 import math
 import os
 import random
@@ -194,7 +194,7 @@ def test_by_default_a_file_name_caption_keeps_its_tags_for_shuffle_and_dropout(f
     (tmp_path / "t.txt").write_text("[filewords]", encoding="utf-8")
     ds = prepare(config(folder, template=str(tmp_path / "t.txt"), shuffle_tags=True))
     assert [s.caption for s in ds.samples] == ["girl, solo, red hair"]
-    prompts = {ds.batch(k).prompts[0] for k in range(60)}
+    prompts = {ds.micro_batch(k).prompts[0] for k in range(60)}
     assert {tuple(sorted(p.split(", "))) for p in prompts} == {("girl", "red hair", "solo")}
     assert len(prompts) == 6   # every order of the three tags
 
@@ -272,7 +272,7 @@ def test_template_line_is_fresh_per_sample_with_name_and_filewords(folder, tmp_p
     lines = [f"line{i} [name] [filewords]" for i in range(8)]
     (tmp_path / "t.txt").write_text("\n".join(lines), encoding="utf-8")
     ds = prepare(config(folder, template=str(tmp_path / "t.txt"), shuffle_tags=True, tag_dropout=0.2))
-    prompts = [ds.batch(k).prompts[0] for k in range(200)]
+    prompts = [ds.micro_batch(k).prompts[0] for k in range(200)]
     assert {p.split()[0] for p in prompts} == {f"line{i}" for i in range(8)}   # one image, every line used
     assert all(p.split()[1] == "zzz" and "[" not in p for p in prompts)
     words = Counter(p.split(" ", 2)[2] for p in prompts)
@@ -297,7 +297,7 @@ def test_batches_hold_one_bucket_so_mixed_shapes_train_with_batch_size_above_1(f
     assert ds.steps_per_epoch == 2 + 2 + 1
     seen = Counter()
     for k in range(ds.steps_per_epoch):
-        b = ds.batch(k)
+        b = ds.micro_batch(k)
         assert 1 <= len(b) <= 2 and b.latents.dtype == torch.float32 and b.latents.device.type == "cpu"
         buckets = {s.bucket for s in ds.samples if s.path in b.paths}
         assert len(buckets) == 1
@@ -305,17 +305,17 @@ def test_batches_hold_one_bucket_so_mixed_shapes_train_with_batch_size_above_1(f
         assert b.latents.shape == (len(b), 4, h // 8, w // 8)
         seen.update(b.paths)
     assert sorted(seen.values()) == [1] * n   # one epoch = every image once
-    assert sum(len(ds.batch(k)) for k in range(ds.steps_per_epoch)) == n
+    assert sum(len(ds.micro_batch(k)) for k in range(ds.steps_per_epoch)) == n
 
 
 def test_repeats_multiply_the_epoch(folder):
     n = mixed_folder(folder)
     one, three = prepare(config(folder, batch_size=1)), prepare(config(folder, batch_size=1, repeats=3))
     assert three.steps_per_epoch == 3 * one.steps_per_epoch == 3 * n
-    seen = Counter(p for k in range(three.steps_per_epoch) for p in three.batch(k).paths)
+    seen = Counter(p for k in range(three.steps_per_epoch) for p in three.micro_batch(k).paths)
     assert set(seen.values()) == {3}
     two = prepare(config(folder, batch_size=2, repeats=2))
-    seen = Counter(p for k in range(two.steps_per_epoch) for p in two.batch(k).paths)
+    seen = Counter(p for k in range(two.steps_per_epoch) for p in two.micro_batch(k).paths)
     assert set(seen.values()) == {2} and len(seen) == n
 
 
@@ -323,29 +323,30 @@ def test_epochs_are_reshuffled(folder):
     mixed_folder(folder)
     ds = prepare(config(folder))
     orders = {tuple(p for k in range(e * ds.steps_per_epoch, (e + 1) * ds.steps_per_epoch)
-                    for p in ds.batch(k).paths) for e in range(4)}
+                    for p in ds.micro_batch(k).paths) for e in range(4)}
     assert len(orders) > 1
 
 
-def test_batch_of_a_step_is_a_pure_function_of_seed_and_step(folder):
+def test_a_micro_batch_is_a_pure_function_of_seed_and_index(folder):
     mixed_folder(folder)
     cfg = config(folder, batch_size=2, flip=0.5, shuffle_tags=True, tag_dropout=0.3, latent_sampling="random",
                  repeats=2)
     a, b = prepare(cfg), prepare(cfg)
     steps = [0, 1, 5, 17, 3, 40, 5]
-    straight = {k: a.batch(k) for k in range(41)}
+    straight = {k: a.micro_batch(k) for k in range(41)}
     for k in steps:   # out of order, repeated, and from a fresh data set: all the same
-        for other in (a.batch(k), b.batch(k)):
+        for other in (a.micro_batch(k), b.micro_batch(k)):
             ref = straight[k]
             assert other.prompts == ref.prompts and other.paths == ref.paths and other.flipped == ref.flipped
             assert torch.equal(other.latents, ref.latents)
     resumed = list(b.iter_batches(17, 20))
-    assert [x.step for x in resumed] == [17, 18, 19]
-    assert all(torch.equal(x.latents, straight[x.step].latents) for x in resumed)
+    assert [x.index for x in resumed] == [17, 18, 19]
+    assert all(torch.equal(x.latents, straight[x.index].latents) for x in resumed)
     c = prepare(cfg.replace(seed=1))
-    assert any(c.batch(k).paths != a.batch(k).paths or c.batch(k).prompts != a.batch(k).prompts for k in range(5))
+    assert any(c.micro_batch(k).paths != a.micro_batch(k).paths or c.micro_batch(k).prompts != a.micro_batch(k).prompts
+               for k in range(5))
     with pytest.raises(ValueError):
-        a.batch(-1)
+        a.micro_batch(-1)
 
 
 # -------------------------------------------------------------------------------------- latents and flips
@@ -372,13 +373,13 @@ def test_flip_encodes_the_mirrored_image(folder, w, h):
         fitted = img.resize((rw, rh), Image.BICUBIC).crop(box)
     mirrored = fitted.transpose(Image.FLIP_LEFT_RIGHT)
     for k in range(3):
-        b = ds.batch(k)
+        b = ds.micro_batch(k)
         assert b.flipped == [True]
         assert torch.allclose(b.latents[0], expected_mean(mirrored), atol=1e-5)
     plain = prepare(config(folder, flip=0.0, max_side=256))
-    assert torch.allclose(plain.batch(0).latents[0], expected_mean(fitted), atol=1e-5)
+    assert torch.allclose(plain.micro_batch(0).latents[0], expected_mean(fitted), atol=1e-5)
     half = prepare(config(folder, flip=0.5, max_side=256))
-    flips = [half.batch(k).flipped[0] for k in range(200)]
+    flips = [half.micro_batch(k).flipped[0] for k in range(200)]
     assert 60 < sum(flips) < 140
 
 
@@ -386,14 +387,14 @@ def test_latent_sampling_modes(folder):
     img = save(folder, "a.png", seed=2)
     mean = expected_mean(img)
     det = prepare(config(folder, latent_sampling="deterministic"))
-    assert all(torch.allclose(det.batch(k).latents[0], mean, atol=1e-6) for k in range(3))
+    assert all(torch.allclose(det.micro_batch(k).latents[0], mean, atol=1e-6) for k in range(3))
     once = prepare(config(folder, latent_sampling="once"))
-    first = once.batch(0).latents[0]
+    first = once.micro_batch(0).latents[0]
     assert not torch.allclose(first, mean, atol=1e-3)
-    assert all(torch.equal(once.batch(k).latents[0], first) for k in range(1, 5))   # same sample every epoch
-    assert torch.equal(prepare(config(folder, latent_sampling="once")).batch(3).latents[0], first)
+    assert all(torch.equal(once.micro_batch(k).latents[0], first) for k in range(1, 5))   # same sample every epoch
+    assert torch.equal(prepare(config(folder, latent_sampling="once")).micro_batch(3).latents[0], first)
     rnd = prepare(config(folder, latent_sampling="random"))
-    draws = torch.stack([rnd.batch(k).latents[0] for k in range(300)])
+    draws = torch.stack([rnd.micro_batch(k).latents[0] for k in range(300)])
     assert len({d.sum().item() for d in draws}) == 300   # a fresh sample each step
     std = torch.exp(0.5 * (-2.0 + 0.1 * mean / SCALE)) * SCALE
     assert torch.allclose(draws.mean(0), mean, atol=5 * float(std.max()) / 300 ** 0.5)
@@ -418,7 +419,7 @@ def test_alpha_channel_becomes_a_loss_weight_with_mean_1(folder):
     rgba.save(folder / "cut.png")
     save(folder, "plain.png", seed=2)
     ds = prepare(config(folder, use_alpha_weight=True, flip=1.0, batch_size=2))
-    b = ds.batch(0)
+    b = ds.micro_batch(0)
     assert b.weights.shape == (2, 1, 8, 8)
     cut = b.paths.index(str(folder / "cut.png"))
     w = b.weights[cut, 0]
@@ -426,7 +427,7 @@ def test_alpha_channel_becomes_a_loss_weight_with_mean_1(folder):
     assert torch.equal(b.weights[1 - cut], torch.ones(1, 8, 8))   # no alpha: weight 1
     unflipped = next(s for s in ds.samples if s.path.endswith("cut.png")).weight[0]
     assert torch.all(unflipped[:, :4] == 0) and torch.all(unflipped[:, 4:] == 2)
-    assert prepare(config(folder)).batch(0).weights is None
+    assert prepare(config(folder)).micro_batch(0).weights is None
 
 
 def test_fully_transparent_image_is_skipped_with_alpha_weights(folder):
@@ -452,8 +453,8 @@ def test_cache_hit_calls_encode_zero_times(folder, tmp_path):
     second = prepare(cfg, second_enc, model_id="m1")
     assert second_enc.calls == 0 and second.summary.from_cache == 2 * len(second)
     for k in range(12):
-        assert torch.equal(first.batch(k).latents, second.batch(k).latents)
-        assert first.batch(k).prompts == second.batch(k).prompts
+        assert torch.equal(first.micro_batch(k).latents, second.micro_batch(k).latents)
+        assert first.micro_batch(k).prompts == second.micro_batch(k).prompts
     other = FakeEncoder()
     prepare(cfg, other, model_id="m2")   # another model: encode again
     assert other.images == 2 * len(first)
@@ -494,7 +495,7 @@ def test_unreadable_and_too_small_images_are_skipped_and_counted(folder):
     assert s.found == 5 and s.used == 2 and s.ignored_files == 1 and s.skipped_count == 3
     assert s.skipped["too small"] == [str(folder / "tiny.png")]
     assert sorted(s.skipped["unreadable"]) == [str(folder / "broken.png"), str(truncated)]
-    assert sorted(ds.batch(k).paths[0] for k in range(2)) == [str(good), str(folder / "thin.png")]
+    assert sorted(ds.micro_batch(k).paths[0] for k in range(2)) == [str(good), str(folder / "thin.png")]
     assert progress[-1] == (3, 3) and "5 images found" in str(s)
 
 

@@ -124,9 +124,9 @@ def test_gradient_accumulation_uses_consecutive_batches(ldm_host, shapes_dataset
         def __init__(self, inner):
             self.inner = inner
 
-        def batch(self, index):
+        def micro_batch(self, index):
             seen.append(index)
-            return self.inner.batch(index)
+            return self.inner.micro_batch(index)
 
         def __getattr__(self, name):
             return getattr(self.inner, name)

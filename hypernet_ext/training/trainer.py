@@ -191,7 +191,7 @@ class Trainer:
         lr = self.schedule.lr_at(index)
         set_lr(self.optimizer, lr)
         accum = self.config.grad_accum
-        batches = [self.dataset.batch(index * accum + micro) for micro in range(accum)]
+        batches = [self.dataset.micro_batch(index * accum + micro) for micro in range(accum)]
         return self.runner.run(index, batches, self.schedule.clip_at(index))
 
     def _report(self, outcome: StepOutcome, log: TrainingLog, started: float, first: int, end: int) -> None:
