@@ -5,20 +5,18 @@ schedule configs. Validation raises ConfigError naming the field; ``to_dict`` ne
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from ..config import ConfigMixin, real_number, whole_number
 from ..errors import ConfigError
+from ..fileio import clean_name
 from ..optim import OptimizerConfig
 from ..schedules import ScheduleConfig
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
-NAME_CHARS = "._- "   # what webui keeps of a hypernetwork name besides letters and digits
 
-
-def clean_name(name) -> str:
-    """webui's rule for names that become file names: letters, digits and '._- ' only."""
-    return "".join(c for c in str(name or "") if c.isalnum() or c in NAME_CHARS).strip()
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,7 +24,9 @@ class TrainConfig(ConfigMixin):
     """How long and how to train; where the files go."""
 
     name: str = field(default="", metadata={
-        "help": "Name of the trained network: files are <name>.pt and <name>-<step>.pt. Empty: the network's name."})
+        "help": "Name of the trained network: files are <name>.pt and <name>-<step>.pt. Empty: the network's name. "
+                "No path separators and no leading dot; other characters than letters, digits and '._- ' are "
+                "dropped, as in webui."})
     out_dir: str = field(default="out", metadata={"help": "Folder for checkpoints, the loss log and previews."})
     steps: int = field(default=1000, metadata={
         "help": "Train until the network has done this many optimizer steps (counting steps done before a "
@@ -62,7 +62,14 @@ class TrainConfig(ConfigMixin):
         "help": "Learning-rate and gradient-clip schedules."})
 
     def __post_init__(self):
-        self.name = clean_name(self.name)
+        if str(self.name if self.name is not None else "").strip():
+            cleaned = clean_name(self.name, "name")
+            if cleaned != str(self.name).strip():
+                logger.info("name %r is %r in file names (letters, digits and '._- ' only, as in webui)",
+                            self.name, cleaned)
+            self.name = cleaned
+        else:
+            self.name = ""
         self.out_dir = str(self.out_dir or "").strip()
         if not self.out_dir:
             raise ConfigError("out_dir: give the folder the checkpoints should go to")

@@ -179,8 +179,10 @@ def add_parser(sub) -> None:
 
 def data_config(args):
     from ...data import DataConfig
+    from ...fileio import clean_name
 
-    return DataConfig(data_dir=args.data_dir, recursive=args.recursive, name=args.name, template=args.template,
+    name = clean_name(args.name, "--name")   # [name] in the prompts is the name the files get, as in webui
+    return DataConfig(data_dir=args.data_dir, recursive=args.recursive, name=name, template=args.template,
                       resize=args.resize, width=args.width, height=args.height, bucket_pixels=args.bucket_pixels,
                       min_side=args.min_side, max_side=args.max_side, divisor=args.divisor,
                       batch_size=args.batch_size, repeats=args.repeats, flip=args.flip,
