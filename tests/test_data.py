@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from hypernet_ext.data import DataConfig, images, prepare_dataset
-from hypernet_ext.data.buckets import assign_bucket, cover_crop, make_buckets
+from hypernet_ext.data.buckets import assign_bucket, contain_pad, cover_crop, make_buckets
 from hypernet_ext.data.captions import (
     caption_from_name,
     file_words,
@@ -148,6 +148,76 @@ def test_cover_crop_covers_and_crops_the_minimum(size, bucket):
     assert (right - left, bottom - top) == bucket and 0 <= left and right <= rw and 0 <= top and bottom <= rh
     assert abs((right + left) - rw) <= 1 and abs((bottom + top) - rh) <= 1   # centred
     assert abs(rw / rh - size[0] / size[1]) < 0.02   # aspect ratio kept
+
+
+def default_buckets():
+    cfg = DataConfig(data_dir="x")
+    return make_buckets(cfg.pixel_budget, cfg.min_side, cfg.max_side, cfg.divisor)
+
+
+def test_bucket_mode_keeps_every_pixel_and_pads_at_most_a_seventh():
+    """With the default settings (512x512 budget, sides 256-1024 in steps of 64) and every aspect ratio from
+    1:4 to 4:1, an image is scaled to fit inside its bucket whole (nothing cut off, its aspect ratio kept) and
+    at most 14.1% of the bucket is padding; bucket-crop cuts off up to 14.1% of the image instead."""
+    buckets = default_buckets()
+    worst_pad = worst_crop = 0.0
+    for x in np.linspace(math.log(1 / 4), math.log(4), 801):
+        w, h = max(1, round(1000 * math.exp(x))), 1000
+        bw, bh = bucket = assign_bucket(w, h, buckets)
+        (rw, rh), (left, top, right, bottom) = contain_pad(w, h, bucket)
+        assert (right - left, bottom - top) == (rw, rh) and 0 <= left and right <= bw and 0 <= top and bottom <= bh
+        assert rw == bw or rh == bh                                   # as large as the bucket allows
+        assert abs(rw / rh - w / h) <= (w / h) * (1 / min(rw, rh))  # whole: only rounding changes the ratio
+        assert abs((left + right) - bw) <= 1 and abs((top + bottom) - bh) <= 1   # centred
+        worst_pad = max(worst_pad, 1 - rw * rh / (bw * bh))
+        (cw, ch), _ = cover_crop(w, h, bucket)
+        worst_crop = max(worst_crop, 1 - bw * bh / (cw * ch))
+    assert 0.13 < worst_pad <= 0.141 and 0.13 < worst_crop <= 0.141
+    (cw, ch), (left, _, right, _) = cover_crop(1000, 700, assign_bucket(1000, 700, buckets))
+    assert (right - left) / cw == pytest.approx(0.9)   # bucket-crop: a 1000x700 image loses 10% of its width
+
+
+def test_padding_gets_loss_weight_0_and_the_image_the_rest(folder):
+    img = save(folder, "wide.png", 100, 70, seed=4)     # 1000x700 scaled down: bucket 80x48 with divisor 16
+    cfg = config(folder, divisor=16, flip=1.0)
+    ds = prepare(cfg)
+    sample, = ds.samples
+    assert sample.bucket == (80, 48)
+    assert contain_pad(100, 70, (80, 48)) == ((69, 48), (5, 0, 74, 48))
+    fitted = np.asarray(images.fit_image(img.convert("RGB"), (80, 48), "bucket"))
+    assert np.array_equal(fitted[:, 5:74], np.asarray(img.resize((69, 48), Image.BICUBIC)))   # all of it
+    assert (fitted[:, :5] == fitted[:, 5:6]).all() and (fitted[:, 74:] == fitted[:, 73:74]).all()   # edge repeated
+    assert torch.allclose(sample.latents[0].mean * SCALE, expected_mean(Image.fromarray(fitted)), atol=1e-5)
+    weight = sample.weight[0]   # latent columns of 8 pixels: the first holds 3 image pixels, the last 2
+    coverage = torch.tensor([3, 8, 8, 8, 8, 8, 8, 8, 8, 2]) / 8
+    assert torch.allclose(weight, (coverage / coverage.mean()).expand(6, 10))
+    batch = ds.micro_batch(0)
+    assert batch.flipped == [True] and torch.equal(batch.weights[0], sample.weight.flip(-1))
+    cropped = prepare(cfg.replace(resize="bucket-crop")).samples[0]
+    assert cropped.weight is None   # the old way: cover and centre-crop
+    (cw, ch), crop_box = cover_crop(100, 70, (80, 48))
+    expected = expected_mean(img.resize((cw, ch), Image.BICUBIC).crop(crop_box))
+    assert torch.allclose(cropped.latents[0].mean * SCALE, expected, atol=1e-5)
+
+
+def test_alpha_weights_are_0_on_the_padding_too(folder, tmp_path):
+    rgba = picture(100, 70, 3, "RGBA")
+    rgba.putalpha(255)
+    rgba.save(folder / "opaque.png")
+    with_alpha = prepare(config(folder, divisor=16, use_alpha_weight=True)).samples[0].weight
+    picture(100, 70, 3).save(tmp_path / "plain.png")
+    without = prepare(config(tmp_path, divisor=16)).samples[0].weight
+    assert with_alpha[0, :, 0].max() < 1 and torch.allclose(with_alpha, without, atol=1e-6)
+
+
+def test_a_batch_mixing_padded_and_exact_images_weighs_the_exact_ones_1(folder):
+    save(folder, "exact.png", 80, 48, seed=1)
+    save(folder, "wide.png", 100, 70, seed=2)
+    ds = prepare(config(folder, divisor=16, batch_size=2))
+    batch = ds.micro_batch(0)
+    exact = batch.paths.index(str(folder / "exact.png"))
+    assert torch.equal(batch.weights[exact], torch.ones(1, 6, 10))
+    assert batch.weights[1 - exact].min() < 1
 
 
 # --------------------------------------------------------------------------------------------- captions
@@ -367,10 +437,7 @@ def test_flip_encodes_the_mirrored_image(folder, w, h):
     ds = prepare(config(folder, flip=1.0, max_side=256), enc)
     assert enc.images == 2   # the image and its mirror image, each encoded once
     (bw, bh), = ds.buckets
-    fitted = img if (w, h) == (bw, bh) else None
-    if fitted is None:
-        (rw, rh), box = cover_crop(w, h, (bw, bh))
-        fitted = img.resize((rw, rh), Image.BICUBIC).crop(box)
+    fitted = images.fit_image(img, (bw, bh), "bucket")
     mirrored = fitted.transpose(Image.FLIP_LEFT_RIGHT)
     for k in range(3):
         b = ds.micro_batch(k)

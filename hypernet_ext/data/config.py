@@ -15,7 +15,8 @@ from ..config import ConfigMixin, real_number, whole_number
 from ..errors import ConfigError
 from .captions import DEFAULT_JOIN, DEFAULT_TEMPLATE, DEFAULT_WORD_REGEX
 
-RESIZE_MODES = ("bucket", "fixed")
+RESIZE_MODES = ("bucket", "bucket-crop", "fixed")
+BUCKET_MODES = ("bucket", "bucket-crop")
 LATENT_SAMPLING = ("once", "deterministic", "random")
 VAE_FACTOR = 8   # every SD VAE downsamples by 8: image sides must be multiples of it
 
@@ -32,8 +33,10 @@ class DataConfig(ConfigMixin):
                 "subject, subject_filewords) or the path of a .txt file, one prompt per line with [name] / "
                 "[filewords]."})
     resize: str = field(default="bucket", metadata={
-        "help": "bucket: keep each image's aspect ratio (aspect-ratio buckets, minimal centre crop); "
-                "fixed: stretch every image to width x height, as webui does."})
+        "help": "bucket: each image whole in the aspect-ratio bucket closest to it, scaled to fit inside; the "
+                "strip left over is padding with loss weight 0. bucket-crop: scaled to cover the bucket and "
+                "centre-cropped (loses up to about a tenth of the longer side). fixed: stretch every image to "
+                "width x height, as webui does."})
     width: int = field(default=512, metadata={"help": "Image width in fixed mode; with height, the bucket area."})
     height: int = field(default=512, metadata={"help": "Image height in fixed mode; with width, the bucket area."})
     bucket_pixels: Optional[int] = field(default=None, metadata={
@@ -108,7 +111,7 @@ class DataConfig(ConfigMixin):
             if groups > 1:   # re.findall would give tuples, which cannot be joined (webui fails there too)
                 raise ConfigError(f"filename_regex: {self.filename_regex!r} has {groups} groups; use at most one "
                                   "(its text is what is kept), e.g. (?:...) for the others")
-        if self.resize == "bucket":
+        if self.resize in BUCKET_MODES:
             self._check_buckets()
 
     def _check_buckets(self):

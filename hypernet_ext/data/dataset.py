@@ -45,7 +45,7 @@ class Sample:
     caption: str
     bucket: Size
     latents: Tuple[LatentSource, ...]   # [0]: as is; [1]: flipped horizontally (present when flip > 0)
-    weight: Optional[torch.Tensor]      # (1, h, w) alpha loss weight with mean 1, or None
+    weight: Optional[torch.Tensor]      # (1, h, w) loss weight with mean 1 (alpha, 0 on padding), or None
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Batch:
     epoch: int
     latents: torch.Tensor               # (B, C, h, w), already multiplied by the scale factor
     prompts: List[str]
-    weights: Optional[torch.Tensor]     # (B, 1, h, w) when use_alpha_weight, else None
+    weights: Optional[torch.Tensor]     # (B, 1, h, w) loss weights (alpha, padding) when a sample has one, else None
     paths: List[str]
     flipped: List[bool]
 
@@ -130,11 +130,13 @@ class LatentDataset:
                 noise = torch.randn(source.mean.shape, generator=generator(cfg.seed, "noise", index, slot))
                 latent = source.mean + source.std * noise
             latents.append(latent * self.scale_factor)
-            if sample.weight is not None:
-                weights.append(sample.weight.flip(-1) if flip else sample.weight)
+            weights.append(None if sample.weight is None else sample.weight.flip(-1) if flip else sample.weight)
             paths.append(sample.path)
             flipped.append(flip)
-        stacked_weights = torch.stack(weights) if cfg.use_alpha_weight and weights else None
+        stacked_weights = None
+        if any(w is not None for w in weights):   # alpha, or padding: the others in the batch weigh 1
+            ones = torch.ones((1,) + tuple(latents[0].shape[-2:]))
+            stacked_weights = torch.stack([ones if w is None else w for w in weights])
         return Batch(index=index, epoch=epoch, latents=torch.stack(latents), prompts=prompts,
                      weights=stacked_weights, paths=paths, flipped=flipped)
 
