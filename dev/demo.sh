@@ -34,13 +34,14 @@ if [ ! -f "$stamp" ]; then
   : >"$log"
   stage "[1/4] virtual environment" python3 -m venv "$venv"
   # torch first and pinned: anything unpinned pulls a multi-GB CUDA build of the newest torch
-  stage "[2/4] torch 2.13.0 (CPU build)" pip torch==2.13.0
+  stage "[2/4] torch 2.13.0 (CPU build)" pip torch==2.13.0 "setuptools<81"
   echo "torch==2.13.0" >"$venv/constraints.txt"
-  stage "[3/4] transformers 4.30.2, omegaconf, pytorch_lightning, numpy, pillow" \
+  stage "[3/4] transformers 4.30.2, omegaconf, numpy, pillow" \
     pip -c "$venv/constraints.txt" -r dev/demo-requirements.txt
-  # their own pins would replace torch: no dependencies (see shared/TEST-STACK.md)
-  stage "[4/4] ldm (stable-diffusion-sdkit 2.1.5) and open_clip 2.20.0" \
-    pip --no-deps stable-diffusion-sdkit==2.1.5 open-clip-torch==2.20.0
+  # no dependencies: sdkit's and open_clip's pins would replace torch (see shared/TEST-STACK.md), and
+  # pytorch_lightning's would add aiohttp and six more packages the demo never imports
+  stage "[4/4] ldm (stable-diffusion-sdkit 2.1.5), open_clip 2.20.0, pytorch_lightning 1.9.4" \
+    pip --no-deps stable-diffusion-sdkit==2.1.5 open-clip-torch==2.20.0 pytorch_lightning==1.9.4 torchmetrics==0.11.4
   touch "$stamp"
   echo "demo: installed in $((SECONDS - begin)) s; now the demo"
 fi
