@@ -2,20 +2,22 @@
 
 The sidecar has webui's keys (``optimizer_name``, ``hash`` = fileio.short_hash of the checkpoint file as written,
 ``optimizer_state_dict``) so webui resumes from our files and we from its, plus our resume state under
-``hypernet_ext``. Both files are written atomically; sidecars are read with ``torch.load(weights_only=True)``.
+``hypernet_ext``. A checkpoint and its sidecar are written as one unit (the network becomes visible only with
+its sidecar); sidecars are read by formats.torch_read like every torch file, never by torch.load.
 """
 from __future__ import annotations
 
 import logging
-import pickle
+import os
 import random
-import zipfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
+from .errors import FormatError, HypernetError, UnsafeFileError, excerpt
 from .fileio import PathLike, atomic_path, short_hash
 
 logger = logging.getLogger(__name__)
@@ -23,8 +25,9 @@ logger = logging.getLogger(__name__)
 OPTIM_SUFFIX = ".optim"
 STATE_KEY = "hypernet_ext"
 STATE_VERSION = 1
-_READ_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError,
-                AttributeError, ImportError, IndexError, zipfile.BadZipFile)
+STATE_FACTOR = 16   # an optimizer keeps a few values per parameter (Adam 2, Prodigy 4); more is not a state
+# atomic_path's temporary names: ".<target>.<8 random characters>.tmp"
+TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
 
 
 def optim_path(checkpoint: PathLike) -> Path:
@@ -72,9 +75,11 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 # ---- writing ----
 
 def write_optim(checkpoint: PathLike, optimizer_name: str, optimizer_state: dict,
-                resume_state: Optional[dict] = None) -> Path:
-    """Write ``<checkpoint>.optim`` atomically for the checkpoint file as it is on disk now."""
-    data = {"optimizer_name": optimizer_name, "hash": short_hash(checkpoint), "optimizer_state_dict": optimizer_state}
+                resume_state: Optional[dict] = None, digest: Optional[str] = None) -> Path:
+    """Write ``<checkpoint>.optim`` atomically; its hash is ``digest`` (the short hash of the checkpoint's bytes)
+    or, without one, that of the checkpoint file as it is on disk now."""
+    data = {"optimizer_name": optimizer_name, "hash": digest or short_hash(checkpoint),
+            "optimizer_state_dict": optimizer_state}
     if resume_state is not None:
         data[STATE_KEY] = dict(resume_state, format_version=STATE_VERSION)
     from .formats.torch_zip import save_webui_safe  # a zip webui's safe unpickler accepts, whatever torch
@@ -87,17 +92,79 @@ def write_optim(checkpoint: PathLike, optimizer_name: str, optimizer_state: dict
 
 def save_checkpoint(network, path: PathLike, optimizer: Optional[torch.optim.Optimizer] = None,
                     optimizer_name: Optional[str] = None, resume_state: Optional[dict] = None) -> Path:
-    """Write the network to ``path`` (format by suffix, atomic), then its ``.optim`` when an optimizer is given.
+    """Write the network to ``path`` (format by suffix) and, when an optimizer is given, its ``.optim``, as one
+    unit: the network goes to a temporary file, the sidecar is written atomically with the hash of those bytes,
+    then the network is renamed into place. A kill at any point leaves no network file without its sidecar
+    (a new name appears complete or not at all; an overwritten one may meet a sidecar that no longer matches,
+    which resume reports). A failure leaves any earlier file at ``path`` as it was."""
+    from . import formats  # only saving needs the format writers
 
-    The hash in the sidecar is taken from the file after its atomic rename, so it is the hash of the bytes
-    webui will read. A failure while writing leaves any earlier file at ``path`` as it was.
-    """
-    from . import formats  # only saving needs the format writers; reading sidecars does not
+    path = Path(path).expanduser()
 
-    path = Path(formats.save(network, path))
-    if optimizer is not None:
-        write_optim(path, optimizer_name or type(optimizer).__name__, optimizer.state_dict(), resume_state)
-    return path
+    def sidecar(tmp: Path) -> None:
+        if optimizer is not None:
+            write_optim(path, optimizer_name or type(optimizer).__name__, optimizer.state_dict(), resume_state,
+                        digest=short_hash(tmp))
+
+    return Path(formats.save(network, path, before_rename=sidecar))
+
+
+def remove_stale_temps(folder: PathLike, name: str) -> List[Path]:
+    """Delete the temporary files a killed run named ``name`` left in ``folder`` (``.<name>[-<step>].pt.*.tmp``,
+    their ``.optim`` and ``.safetensors`` kin); returns what was removed. Other runs' files are not touched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    ours = re.compile(re.escape(name) + r"(-\d+)?\.(pt|pt\.optim|safetensors)")
+    removed = []
+    for entry in folder.iterdir():
+        match = TEMP_NAME.match(entry.name)
+        if match and ours.fullmatch(match["target"]) and entry.is_file():
+            entry.unlink()
+            removed.append(entry)
+            logger.info("removed %s, left by an interrupted save", entry)
+    return removed
+
+
+def newest_complete(folder: PathLike, name: str) -> Optional[Path]:
+    """The checkpoint of run ``name`` in ``folder`` (``<name>.pt`` or ``<name>-<step>.pt``) holding the highest
+    step whose ``.optim`` exists and matches it (then the newest by time); None when there is none. Use it to
+    resume from the newest snapshot that resumes exactly."""
+    from . import formats
+
+    folder = Path(folder)
+    ours = re.compile(re.escape(name) + r"(-\d+)?\.pt")
+    found = []
+    for path in (folder.iterdir() if folder.is_dir() else ()):
+        recorded = _sidecar_hash(path) if ours.fullmatch(path.name) else None
+        if recorded is None or recorded != _hash_or_none(path):
+            continue
+        try:
+            found.append((formats.describe(path).step, path.stat().st_mtime, path.name, path))
+        except (HypernetError, OSError):
+            continue
+    return max(found)[3] if found else None
+
+
+def _hash_or_none(path: Path) -> Optional[str]:
+    try:
+        return short_hash(path)
+    except OSError:
+        return None
+
+
+def _sidecar_hash(checkpoint: Path) -> Optional[str]:
+    """The hash a checkpoint's sidecar records (its tensors are not read), or None."""
+    from .formats.common import Decline, Source
+    from .formats.torch_read import read
+
+    target = optim_path(checkpoint)
+    try:
+        data = read(Source(target), tensors=False) if target.is_file() else None
+    except (HypernetError, Decline, OSError):
+        return None
+    value = data.get("hash") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 # ---- reading and restoring ----
@@ -118,16 +185,22 @@ def read_optim(checkpoint: PathLike) -> Tuple[Optional[OptimState], Optional[str
     target = optim_path(checkpoint)
     if not target.is_file():
         return None, f"{target.name} does not exist"
+    from .formats.torch_read import read_file
+
     try:
-        data = torch.load(target, map_location="cpu", weights_only=True)
-    except _READ_ERRORS as err:
-        return None, f"{target.name} cannot be read ({type(err).__name__}: {_short(err)})"
+        data = read_file(target, what="an optimizer state file")
+        expected = short_hash(checkpoint)
+    except UnsafeFileError as err:
+        return None, f"{target.name} was refused ({err.problem})"
+    except FormatError as err:
+        return None, f"{target.name} cannot be read ({err.problem})"
+    except OSError as err:
+        return None, f"{target.name} cannot be read ({os.strerror(err.errno) if err.errno else err})"
     if not isinstance(data, dict) or not isinstance(data.get("optimizer_state_dict"), dict):
         return None, f"{target.name} holds no optimizer state"
-    expected = short_hash(checkpoint)
     if data.get("hash") != expected:
         return None, (f"{target.name} belongs to another version of {checkpoint.name} (its hash is "
-                      f"{data.get('hash')!r}, the file's is {expected!r})")
+                      f"{excerpt(data.get('hash'), 30)}, the file's is {expected!r})")
     resume = data.get(STATE_KEY)
     return OptimState(str(target), data.get("optimizer_name"), data["optimizer_state_dict"],
                       resume if isinstance(resume, dict) else None), None
@@ -140,14 +213,15 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, saved: OptimState, names
     """
     accepted = {str(n).lower() for n in names if n}
     if saved.optimizer_name is not None and str(saved.optimizer_name).lower() not in accepted:
-        return f"it was written by optimizer {saved.optimizer_name}, this run uses {type(optimizer).__name__}"
+        return (f"it was written by optimizer {str(saved.optimizer_name)[:40]}, this run uses "
+                f"{type(optimizer).__name__}")
     problem = _layout_problem(optimizer, saved.state_dict)
     if problem:
         return problem
     before = optimizer.state_dict()
     try:
         optimizer.load_state_dict(saved.state_dict)
-    except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as err:
+    except (ValueError, KeyError, RuntimeError, TypeError, IndexError, AttributeError) as err:
         optimizer.load_state_dict(before)
         return f"the optimizer refused it ({type(err).__name__}: {_short(err)})"
     return None
@@ -156,10 +230,12 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, saved: OptimState, names
 def _layout_problem(optimizer: torch.optim.Optimizer, state_dict: dict) -> Optional[str]:
     """Why ``state_dict`` does not fit ``optimizer``'s parameters (group sizes, state tensor shapes), or None."""
     groups = state_dict.get("param_groups")
-    if not isinstance(groups, list) or not isinstance(state_dict.get("state"), dict):
+    if not isinstance(groups, list) or not isinstance(state_dict.get("state"), dict) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) and all(type(i) is int for i in g["params"])
+            for g in groups):
         return "it is not an optimizer state_dict"
     current = optimizer.param_groups
-    saved_sizes = [len(g.get("params", ())) for g in groups]
+    saved_sizes = [len(g["params"]) for g in groups]
     sizes = [len(g["params"]) for g in current]
     if saved_sizes != sizes:
         return f"it holds parameter groups of sizes {saved_sizes}, this network has {sizes}"
@@ -169,12 +245,16 @@ def _layout_problem(optimizer: torch.optim.Optimizer, state_dict: dict) -> Optio
     for key, entry in state_dict["state"].items():
         param = params.get(key)
         if param is None:
-            return f"it has state for parameter {key!r}, which this network does not have"
+            return f"it has state for parameter {excerpt(key, 30)}, which this network does not have"
         for name, value in (entry.items() if isinstance(entry, dict) else ()):
             if isinstance(value, torch.Tensor) and value.dim() == param.dim() and value.numel() > 1 \
                     and tuple(value.shape) != tuple(param.shape):
-                return (f"its {name} for a parameter has shape {tuple(value.shape)}, the network's parameter has "
-                        f"{tuple(param.shape)} (another network structure)")
+                return (f"its {excerpt(name, 30)} for a parameter has shape {tuple(value.shape)}, the network's "
+                        f"parameter has {tuple(param.shape)} (another network structure)")
+    values = sum(v.numel() for e in state_dict["state"].values() if isinstance(e, dict) for v in e.values()
+                 if isinstance(v, torch.Tensor))
+    if values > STATE_FACTOR * sum(p.numel() for p in params.values()) + 1024:
+        return f"it holds {values:,} state values, far more than an optimizer keeps for this network"
     return None
 
 

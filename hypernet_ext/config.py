@@ -11,10 +11,16 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional, Tuple
 
-from .errors import ConfigError
+from .errors import ConfigError, excerpt
 from .layers import ACTIVATIONS, CREATABLE_ACTIVATIONS, REFUSED_ACTIVATIONS, UPSAMPLE_MODES, WEIGHT_INITS
 
 CONFIG_VERSION = 1
+# Bounds on a network's structure, checked before anything is allocated (files come from strangers).
+MAX_WIDTHS = 64                 # SD models have 4 (SD1/2) or 3 (SDXL) attention widths
+MAX_WIDTH = 16384               # the widest attention in Stable Diffusion models is 2048
+MAX_LAYERS = 64                 # layer_structure entries
+MAX_MULTIPLIER = 64             # a layer_structure entry (webui's own networks use 1 to 4)
+MAX_PARAMETERS = 1_000_000_000  # 4 GB as float32, before the optimizer's state
 
 
 def _field(cls, name: str) -> dataclasses.Field:
@@ -103,11 +109,12 @@ def _floats(name: str, value) -> Tuple[float, ...]:
         try:
             return tuple(float(p) for p in pieces)
         except ValueError:
-            raise ConfigError(f"{name}: {value!r} is not a comma-separated list of numbers, e.g. '1, 2, 1'") from None
+            raise ConfigError(f"{name}: {excerpt(value)} is not a comma-separated list of numbers, e.g. '1, 2, 1'") \
+                from None
     try:
         return tuple(float(v) for v in value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} is not a list of numbers") from None
+        raise ConfigError(f"{name}: {excerpt(value)} is not a list of numbers") from None
 
 
 def _ints(name: str, value) -> Tuple[int, ...]:
@@ -118,13 +125,31 @@ def _ints(name: str, value) -> Tuple[int, ...]:
         try:
             width = int(str(v).strip())
         except ValueError:
-            raise ConfigError(f"{name}: {v!r} is not a whole number; widths look like 768, 1024 or 320") from None
+            raise ConfigError(f"{name}: {excerpt(v)} is not a whole number; widths look like 768, 1024 or 320") \
+                from None
         if width <= 0:
             raise ConfigError(f"{name}: width {width} must be positive")
         out.append(width)
     if not out:
         raise ConfigError(f"{name}: give at least one width (768 for SD1, 1024 for SD2, 2048 for SDXL)")
     return tuple(dict.fromkeys(out))
+
+
+def parameter_count(sizes, layer_structure, layer_norm: bool = False, linear_upsample: bool = False) -> int:
+    """Weights of a network with these widths and structure: per width, a k and a v module, each a Linear (and
+    LayerNorm, and for residual blocks with Linear upsampling a bias-free projection) per layer."""
+    total = 0
+    for width in sizes:
+        dims = [int(width * m) for m in layer_structure]
+        for n_in, n_out in zip(dims, dims[1:]):
+            total += 2 * (n_in * n_out + n_out + (2 * n_out if layer_norm else 0) + (n_in * n_out if linear_upsample
+                                                                                       else 0))
+    return total
+
+
+def _amount(count: int) -> str:
+    number = f"{count:,}" if count < 10 ** 15 else f"{count:.3g}"
+    return f"{number} parameters ({count * 4 / 2 ** 30:,.3g} GiB as float32)"
 
 
 def dropout_from_webui(layer_structure, use_dropout: bool, last_layer_dropout: bool) -> Tuple[float, ...]:
@@ -177,28 +202,32 @@ class NetworkConfig(ConfigMixin):
         self.layer_structure = _floats("layer_structure", self.layer_structure)
         ls = self.layer_structure
         if len(ls) < 2 or ls[0] != 1 or ls[-1] != 1:
-            raise ConfigError(f"layer_structure: {list(ls)} must start and end with 1 and have at least two "
+            raise ConfigError(f"layer_structure: {excerpt(list(ls))} must start and end with 1 and have at least two "
                               "entries, e.g. 1, 2, 1")
         if any(not math.isfinite(v) or v <= 0 for v in ls):
-            raise ConfigError(f"layer_structure: {list(ls)} has a non-positive entry; every multiplier must be > 0")
-        act = "linear" if self.activation in (None, "", "none") else str(self.activation).lower()
+            raise ConfigError(f"layer_structure: {excerpt(list(ls))} has a non-positive entry; every multiplier must "
+                              "be > 0")
+        if self.activation is not None and not isinstance(self.activation, str):
+            raise ConfigError(f"activation: {excerpt(self.activation)} is not a name such as 'relu'")
+        act = "linear" if self.activation in (None, "", "none") else self.activation.lower()
         allowed = ACTIVATIONS if self.lenient else CREATABLE_ACTIVATIONS
         if act not in allowed:
             extra = ""
             if act in ACTIVATIONS or act in REFUSED_ACTIVATIONS:
                 extra = " (webui lists it, but it cannot work as a hypernetwork activation)"
-            raise ConfigError(f"activation: {self.activation!r} is not usable{extra}; choose one of "
+            raise ConfigError(f"activation: {excerpt(self.activation)} is not usable{extra}; choose one of "
                               f"{', '.join(sorted(CREATABLE_ACTIVATIONS))}")
         self.activation = act
-        if self.weight_init not in WEIGHT_INITS:
-            raise ConfigError(f"weight_init: {self.weight_init!r} is unknown; choose one of {', '.join(WEIGHT_INITS)}")
+        if not isinstance(self.weight_init, str) or self.weight_init not in WEIGHT_INITS:
+            raise ConfigError(f"weight_init: {excerpt(self.weight_init)} is unknown; choose one of "
+                              f"{', '.join(WEIGHT_INITS)}")
         if isinstance(self.normal_std, bool) or not isinstance(self.normal_std, (int, float)) \
                 or not math.isfinite(self.normal_std) or self.normal_std < 0:
-            raise ConfigError(f"normal_std: {self.normal_std!r} must be a number >= 0")
-        if self.upsample in (False, "", "None", "none"):
+            raise ConfigError(f"normal_std: {excerpt(self.normal_std)} must be a number >= 0")
+        if self.upsample is False or (isinstance(self.upsample, str) and self.upsample in ("", "None", "none")):
             self.upsample = None
-        if self.upsample not in UPSAMPLE_MODES:
-            raise ConfigError(f"upsample: {self.upsample!r} must be one of {list(UPSAMPLE_MODES)}")
+        if not (self.upsample is None or isinstance(self.upsample, str)) or self.upsample not in UPSAMPLE_MODES:
+            raise ConfigError(f"upsample: {excerpt(self.upsample)} must be one of {list(UPSAMPLE_MODES)}")
         if not self.skip_connection:
             self.upsample = None  # only residual blocks change width; a plain MLP has nothing to upsample
         self.dropout_structure = self._check_dropout()
@@ -206,10 +235,42 @@ class NetworkConfig(ConfigMixin):
         if self.seed is not None and self.seed != "":
             try:
                 self.seed = int(self.seed)
-            except (TypeError, ValueError):
-                raise ConfigError(f"seed: {self.seed!r} must be a whole number or empty") from None
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigError(f"seed: {excerpt(self.seed)} must be a whole number or empty") from None
         else:
             self.seed = None
+        if self.info is not None and not isinstance(self.info, str):
+            raise ConfigError(f"info: {excerpt(self.info)} is not text")
+        self._check_size()
+
+    def parameter_count(self) -> int:
+        """How many weights the network has, computed from the structure alone (nothing is allocated)."""
+        return parameter_count(self.sizes, self.layer_structure, self.add_layer_norm,
+                               self.skip_connection and self.upsample == "Linear")
+
+    def _check_size(self) -> None:
+        ls, sizes = self.layer_structure, self.sizes
+        problem = None
+        if len(sizes) > MAX_WIDTHS:
+            problem = f"sizes: {len(sizes)} widths are more than {MAX_WIDTHS}"
+        elif len(ls) > MAX_LAYERS:
+            problem = f"layer_structure: {len(ls)} entries are more than {MAX_LAYERS}"
+        elif max(sizes) > MAX_WIDTH:
+            problem = f"sizes: width {excerpt(max(sizes), 30)} is wider than {MAX_WIDTH}"
+        elif max(ls) > MAX_MULTIPLIER:
+            problem = f"layer_structure: {max(ls):g} is larger than {MAX_MULTIPLIER}"
+        countable = len(sizes) * len(ls) <= MAX_WIDTHS * MAX_LAYERS and max(sizes) <= 2 ** 40
+        count = self.parameter_count() if countable else None
+        if problem is None and count > MAX_PARAMETERS:
+            problem = f"sizes {excerpt(list(sizes))} with layer_structure {excerpt(list(ls))}"
+        if problem:
+            need = "" if count is None else f"; the network would need {_amount(count)}"
+            raise ConfigError(f"{problem}{need}, and at most {MAX_PARAMETERS:,} parameters are allowed. Choose "
+                              "fewer or narrower widths, or smaller layer_structure entries")
+        narrow = [w for w in sizes for m in ls if int(w * m) < 1]
+        if narrow:
+            raise ConfigError(f"layer_structure: {excerpt(list(ls))} makes a layer of width 0 for width "
+                              f"{narrow[0]}; every layer needs at least one unit")
 
     def to_dict(self) -> dict:
         out = super().to_dict()
@@ -229,6 +290,8 @@ class NetworkConfig(ConfigMixin):
         ds = self.dropout_structure
         if isinstance(ds, str):
             ds = ds.strip() or None
+        if ds is not None and not isinstance(ds, (str, list, tuple)):
+            raise ConfigError(f"dropout_structure: {excerpt(ds)} is not a list of probabilities such as 0, 0.1, 0")
         if ds is None or len(ds) == 0:
             derived = dropout_from_webui(ls, self.use_dropout, self.last_layer_dropout)
             if not self.lenient and derived[-1] != 0:  # (1, 1): webui's rule would drop out the output
@@ -239,13 +302,13 @@ class NetworkConfig(ConfigMixin):
             # webui's create tab ignores the structure when dropout is off (but a typo in it is still an error).
             return (0.0,) * len(ls)
         if len(ds) != len(ls):
-            raise ConfigError(f"dropout_structure: {list(ds)} has {len(ds)} entries but layer_structure {list(ls)} "
-                              f"has {len(ls)}; give one probability per layer")
+            raise ConfigError(f"dropout_structure: {excerpt(list(ds))} has {len(ds)} entries but layer_structure "
+                              f"{excerpt(list(ls))} has {len(ls)}; give one probability per layer")
         for p in ds:
             if not (0 <= p < 1):
                 raise ConfigError(f"dropout_structure: {p} is not a probability in [0, 1)")
         if not self.lenient and (ds[0] != 0 or ds[-1] != 0):
-            raise ConfigError(f"dropout_structure: {list(ds)} must start and end with 0 (there is no dropout "
+            raise ConfigError(f"dropout_structure: {excerpt(list(ds))} must start and end with 0 (there is no dropout "
                               "on the input or after the output layer)")
         return ds
 

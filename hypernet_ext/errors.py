@@ -1,8 +1,21 @@
 """Exception hierarchy of hypernet_ext.
 
 Every error a user can cause derives from HypernetError; messages name the field or file, the bad value,
-and what to do instead. Glue code (CLI, UI) shows ``str(error)`` as is.
+and what to do instead. Glue code (CLI, UI) shows ``str(error)`` as is; values that come from files are quoted
+through ``excerpt``, so a message never repeats more than a few dozen characters of a file's content.
 """
+import reprlib
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 2, 4, 6, 6, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 40, 40, 40
+
+
+def excerpt(value, limit: int = 60, quote: bool = True) -> str:
+    """A short repr of ``value`` for messages (``quote=False``: a string as it is): nested and long values are cut
+    (reprlib never expands a structure fully, so even a huge or deeply nested value costs little)."""
+    text = value if isinstance(value, str) and not quote else _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class HypernetError(Exception):

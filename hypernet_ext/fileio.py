@@ -109,6 +109,44 @@ def clean_name(name, what: str = "name") -> str:
     return check_name(cleaned, what)
 
 
+def _blocking_file(path: Path, what: str):
+    """The first existing path among ``path`` and its parents when it is not a folder (None when it is)."""
+    for candidate in (path, *path.parents):
+        try:
+            mode = candidate.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as err:
+            raise ConfigError(f"{what}: {path} cannot be checked ({err.strerror or err})") from None
+        return None if stat.S_ISDIR(mode) else candidate
+    return None
+
+
+def check_folder(path: PathLike, what: str = "folder") -> Path:
+    """``path`` when it is a folder or can become one (nothing on the way is a file); ConfigError otherwise.
+    Called before expensive work, so a mistyped output folder fails at once, not at the first save."""
+    path = Path(path).expanduser()
+    blocking = _blocking_file(path, what)
+    if blocking == path:
+        raise ConfigError(f"{what}: {path} is a file, not a folder; choose a folder")
+    if blocking is not None:
+        raise ConfigError(f"{what}: {path} would be inside {blocking}, which is a file, not a folder; choose "
+                          "another place")
+    return path
+
+
+def check_file_target(path: PathLike, what: str = "path") -> Path:
+    """``path`` when a file can be written there: it is no folder and no file stands where a folder must be."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{what}: {path} is a folder; give the path of a file")
+    blocking = _blocking_file(path.parent, what)
+    if blocking is not None:
+        raise ConfigError(f"{what}: {path} would be inside {blocking}, which is a file, not a folder; choose "
+                          "another place")
+    return path
+
+
 def child(folder: PathLike, file_name: str, what: str = "name") -> Path:
     """``folder / file_name`` after checking that it stays inside ``folder`` once symlinks are resolved."""
     folder = Path(folder)

@@ -1,13 +1,11 @@
 """On-disk cache of VAE moments, one file per (image content, fit, flip, model): a second preparation of the
-same data with the same settings loads them instead of encoding. Files are written atomically and read with
-``weights_only=True``; a damaged or mismatched file is ignored (and rewritten), never trusted.
+same data with the same settings loads them instead of encoding. Files are written atomically and read by
+formats.torch_read (never torch.load); a damaged or mismatched file is ignored (and rewritten), never trusted.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
-import warnings
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -36,11 +34,12 @@ def load_moments(cache_dir: Path, key: str) -> Optional[torch.Tensor]:
     path = cache_file(cache_dir, key)
     if not path.is_file():
         return None
+    from ..errors import FormatError
+    from ..formats.torch_read import read_file
+
     try:
-        with warnings.catch_warnings():   # torch 2.1's weights_only loader warns about its own TypedStorage use
-            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        data = read_file(path, what="a latent cache file")
+    except (FormatError, OSError) as e:
         log.warning("ignoring unreadable latent cache file %s: %s", path, e)
         return None
     moments = data.get("moments") if isinstance(data, dict) else None

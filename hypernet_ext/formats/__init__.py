@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+from ..devices import check_device
 from ..errors import FormatError
-from ..fileio import PathLike, atomic_path
+from ..fileio import PathLike, atomic_path, check_file_target
 from ..network import Hypernetwork
 from .common import PEER_PT, SAFETENSORS, WEBUI_PT, Decline, Parsed, Source, build_network, move
 from .descriptor import NetworkFile
@@ -46,13 +47,16 @@ def _read(path: PathLike, tensors: bool) -> Tuple[Source, object, Parsed]:
 def load(path: PathLike, map_location="cpu") -> Hypernetwork:
     """The hypernetwork in ``path`` (any supported format), in eval mode, on ``map_location``.
 
-    Raises UnsafeFileError when a .pt file asks to run code (nothing from it runs) and FormatError when the
-    file is not a hypernetwork, is truncated or corrupt, or its weights do not fit its declared structure.
+    Raises UnsafeFileError when a .pt file asks to run code (nothing from it runs), FormatError when the file is
+    not a hypernetwork, is truncated or corrupt, or its weights do not fit its declared structure, and
+    ConfigError for a ``map_location`` this machine does not have (checked before the file is read). Weights
+    that are NaN or infinite load with a warning naming width, k/v and layer.
     """
+    device = check_device("cpu" if map_location is None else map_location, "map_location")
     src, reader, parsed = _read(path, tensors=True)
     network = build_network(src.path, parsed)
     logger.debug("loaded %s (%s, widths %s)", src.path, reader.format, list(network.widths))
-    return move(network, map_location)
+    return move(network, device)
 
 
 def describe(path: PathLike) -> NetworkFile:
@@ -67,10 +71,12 @@ def describe(path: PathLike) -> NetworkFile:
                        sd_checkpoint_name=meta["sd_checkpoint_name"], created=meta["created"], mtime=src.mtime)
 
 
-def save(network: Hypernetwork, path: PathLike) -> Path:
+def save(network: Hypernetwork, path: PathLike, before_rename: Optional[Callable[[Path], None]] = None) -> Path:
     """Write ``network`` to ``path``: webui's layout for ``.pt`` (the peer's for skip connections, with a
-    warning), or ``.safetensors``. The write is atomic: a failure leaves any earlier file untouched."""
-    path = Path(path)
+    warning), or ``.safetensors``. The write is atomic: a failure leaves any earlier file untouched.
+    ``before_rename(tmp)`` runs once the complete file is in its temporary place, before it becomes ``path``
+    (checkpoint.save_checkpoint writes the .optim sidecar there). A path inside a file is a ConfigError."""
+    path = check_file_target(path, "path")
     writer = WRITERS.get(path.suffix.lower())
     if writer is None:
         raise FormatError(path, f"cannot be written: unknown suffix {path.suffix!r}; use .pt (loads in webui) or "
@@ -81,6 +87,8 @@ def save(network: Hypernetwork, path: PathLike) -> Path:
         logger.warning("%s: %s", path, INEXPRESSIBLE)
     with atomic_path(path) as tmp:
         writer(network, tmp)
+        if before_rename is not None:
+            before_rename(tmp)
     logger.debug("saved %s", path)
     return path
 

@@ -8,12 +8,12 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from ..config import NetworkConfig
-from ..errors import ConfigError, FormatError
+from ..errors import ConfigError, FormatError, excerpt
 from ..network import Hypernetwork
 
 logger = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ def file_meta(path: Path, name=None, step=None, sd_checkpoint=None, sd_checkpoin
     """The metadata dict every reader returns, with webui's defaults (name: the file's stem, step 0)."""
     try:
         step = int(step or 0)
-    except (TypeError, ValueError):
-        raise FormatError(path, f"step {step!r} is not a whole number; the file is damaged") from None
+    except (TypeError, ValueError, OverflowError):
+        raise FormatError(path, f"step {excerpt(step)} is not a whole number; the file is damaged") from None
     return {
         "name": str(name) if name not in (None, "") else path.stem,
         "step": step,
@@ -109,29 +109,54 @@ def check_state(path: Path, width: int, which: str, module: torch.nn.Module, sta
     if missing:
         details.append(f"missing keys {missing[:6]}")
     if unexpected:
-        details.append(f"unexpected keys {unexpected[:6]}")
+        details.append(f"unexpected keys {excerpt(unexpected)}")
     if bad_type:
-        details.append(f"not tensors: {bad_type[:6]}")
+        details.append(f"not tensors: {excerpt(bad_type)}")
     raise FormatError(path, f"the weights for width {width} ({which}) do not fit the structure the file declares "
                             f"({config.describe()}): {', '.join(details)}. The file is damaged, "
                             "or its settings were edited without its weights")
 
 
+def _stored_values(states: dict) -> int:
+    """Values held by the distinct storages behind the tensors in ``states`` (views of one storage count once)."""
+    storages = {}
+    for pair in states.values():
+        for state in pair:
+            for tensor in state.values():
+                if isinstance(tensor, torch.Tensor) and tensor.numel():
+                    storage = tensor.untyped_storage()
+                    storages[storage.data_ptr()] = storage.nbytes() // tensor.element_size()
+    return sum(storages.values())
+
+
 def build_network(path: Path, parsed: Parsed) -> Hypernetwork:
-    """A Hypernetwork with the parsed structure, weights and metadata (on the CPU, in eval mode)."""
+    """A Hypernetwork with the parsed structure, weights and metadata (on the CPU, in eval mode).
+
+    Nothing is allocated before the declared structure has been checked against the stored tensors: the
+    network is first built on the meta device (shapes only), so a file cannot make the loader build a network
+    larger than the weights it holds. Non-finite weights load with a warning."""
     config, meta = parsed.config, parsed.meta
+    missing = [w for w in config.sizes if w not in parsed.states]
+    if missing:
+        raise FormatError(path, f"no weights for width {missing[0]}")
     try:
-        network = Hypernetwork(config, name=meta["name"], init=False)
+        with torch.device("meta"):
+            network = Hypernetwork(config, name=meta["name"], init=False)
     except ConfigError as err:
         raise FormatError(path, f"its structure cannot be built ({err})") from None
     for width, k_module, v_module in network.pairs():
-        states = parsed.states.get(width)
-        if states is None:
-            raise FormatError(path, f"no weights for width {width}")
-        for which, module, state in (("k", k_module, states[0]), ("v", v_module, states[1])):
-            check_state(path, width, which, module, state, config)
-            with torch.no_grad():
-                module.load_state_dict(state, strict=True)
+        k_state, v_state = parsed.states[width]
+        check_state(path, width, "k", k_module, k_state, config)
+        check_state(path, width, "v", v_module, v_state, config)
+    declared, stored = config.parameter_count(), _stored_values(parsed.states)
+    if declared > stored:   # the shapes fit, but through views that reuse the same stored values
+        raise FormatError(path, f"declares a network of {declared:,} weights but holds only {stored:,} stored values "
+                                "(its tensors share storage); the file is damaged or crafted")
+    network.to_empty(device="cpu")
+    for width, k_module, v_module in network.pairs():
+        with torch.no_grad():
+            k_module.load_state_dict(parsed.states[width][0], strict=True)
+            v_module.load_state_dict(parsed.states[width][1], strict=True)
     network.step = meta["step"]
     network.sd_checkpoint = meta["sd_checkpoint"]
     network.sd_checkpoint_name = meta["sd_checkpoint_name"]
@@ -139,13 +164,26 @@ def build_network(path: Path, parsed: Parsed) -> Hypernetwork:
     network.extra = dict(meta["extra"])
     network.eval()
     network.requires_grad_(False)  # as webui's loader: inference builds no autograd graph; the trainer turns it on
+    bad = nonfinite_weights(network)
+    if bad:
+        logger.warning("%s: %d weight tensors hold NaN or infinite values (%s); its outputs will be NaN. Do not "
+                       "train from it; use an earlier checkpoint", path, len(bad), "; ".join(bad[:4]))
     return network
 
 
-def move(network: Hypernetwork, map_location) -> Hypernetwork:
-    """Move a freshly loaded network to ``map_location`` (a device name or torch.device)."""
-    if map_location is None or (isinstance(map_location, str) and map_location == "cpu"):
-        return network
-    if not isinstance(map_location, (str, torch.device)):
-        raise ConfigError(f"map_location: {map_location!r} must be a device such as 'cpu' or 'cuda:0'")
-    return network.to(torch.device(map_location))
+def nonfinite_weights(network: Hypernetwork) -> List[str]:
+    """Where ``network`` holds NaN or infinite weights: 'width 768 (k) linear.0.weight: 3 of 1536 values'."""
+    found = []
+    for width, k_module, v_module in network.pairs():
+        for which, module in (("k", k_module), ("v", v_module)):
+            for key, tensor in module.state_dict().items():
+                if tensor.is_floating_point():
+                    bad = int((~torch.isfinite(tensor)).sum())
+                    if bad:
+                        found.append(f"width {width} ({which}) {key}: {bad} of {tensor.numel()} values")
+    return found
+
+
+def move(network: Hypernetwork, device) -> Hypernetwork:
+    """Move a freshly loaded network to ``device`` (checked by devices.check_device)."""
+    return network if device.type == "cpu" else network.to(device)

@@ -1,6 +1,6 @@
 """The ``.pt`` layouts: webui's (every historical variant, loaded with webui's defaults for absent keys) and
-the peer extension's beta one (``skip_connection``, ``upsample_linear``), read through safe_pickle, and the
-writer that produces webui's exact layout (the peer's for skip-connection networks).
+the peer extension's beta one (``skip_connection``, ``upsample_linear``), read through torch_read (never torch.load),
+and the writer that produces webui's exact layout (the peer's for skip-connection networks).
 """
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FormatError
+from ..errors import FormatError, excerpt
 from ..layers import WEIGHT_INITS
 from ..network import Hypernetwork
-from . import safe_pickle, torch_zip
+from . import safe_pickle, torch_read, torch_zip
 from .common import FORMAT_VERSION, PEER_PT, WEBUI_PT, Decline, Parsed, Source, file_meta, make_config, plain
 
 logger = logging.getLogger(__name__)
@@ -49,21 +49,32 @@ def _states(path: Path, tree: dict, widths: list) -> dict:
     return states
 
 
+def _typed(path: Path, tree: dict, key: str, types, default=None):
+    """``tree[key]`` when it is one of ``types`` (or absent: ``default``); FormatError naming the key otherwise."""
+    value = tree.get(key, default)
+    if value is not None and not isinstance(value, types):
+        raise FormatError(path, f"its {key} is {excerpt(value)}, not {' or '.join(t.__name__ for t in types)}; the "
+                                "file is damaged or was written by an incompatible tool")
+    return value
+
+
 def _config(path: Path, tree: dict, widths: list):
     """The structure, with webui v1.10.1's defaults for absent keys (Hypernetwork.load)."""
     ours = tree.get(OURS) if isinstance(tree.get(OURS), dict) else {}
     ours_config = ours.get("config") if isinstance(ours.get("config"), dict) else {}
-    dropout = tree.get("dropout_structure")
+    dropout = _typed(path, tree, "dropout_structure", (list, tuple))
+    if dropout is not None and not all(isinstance(p, (int, float)) for p in dropout):
+        raise FormatError(path, f"its dropout_structure {excerpt(dropout)} is not a list of numbers")
     use_dropout = bool(dropout is not None and any(dropout)) or bool(tree.get("use_dropout", False))
     weight_init = tree.get("weight_initialization", "Normal") or "Normal"
-    if weight_init not in WEIGHT_INITS:  # only used when creating; webui loads any value
-        logger.warning("%s: unknown weight initialization %r, recorded as Normal", path, weight_init)
+    if not isinstance(weight_init, str) or weight_init not in WEIGHT_INITS:  # used when creating; webui loads any
+        logger.warning("%s: unknown weight initialization %s, recorded as Normal", path, excerpt(weight_init))
         weight_init = "Normal"
     layer_structure = tree.get("layer_structure")
     fields = dict(
         sizes=widths,
         layer_structure=[1, 2, 1] if layer_structure is None else layer_structure,
-        activation=tree.get("activation_func"),
+        activation=_typed(path, tree, "activation_func", (str,)),
         weight_init=weight_init,
         add_layer_norm=bool(tree.get("is_layer_norm", False)),
         use_dropout=use_dropout,
@@ -72,7 +83,7 @@ def _config(path: Path, tree: dict, widths: list):
         activate_output=bool(tree.get("activate_output", True)),  # True when absent: webui's rule for old files
         skip_connection=bool(tree.get("skip_connection", False)),
         upsample="Linear" if tree.get("upsample_linear") == "Linear" else None,  # the peer's test, as written
-        info=tree.get("optional_info"),
+        info=_typed(path, tree, "optional_info", (str,)),
     )
     fields.update({k: ours_config[k] for k in OUR_FIELDS if k in ours_config})
     return make_config(path, **fields), ours
@@ -86,7 +97,7 @@ class _PtReader:
         raise NotImplementedError
 
     def read(self, src: Source, tensors: bool) -> Parsed:
-        tree = safe_pickle.scan(src)
+        tree = torch_read.scan(src)
         if not isinstance(tree, dict):
             raise Decline(f"holds {safe_pickle.describe_tree(tree)}, not webui's dict of widths")
         widths = _width_keys(tree)
@@ -101,7 +112,7 @@ class _PtReader:
                          ours.get("format_version"))
         parsed = Parsed(config, meta)
         if tensors:
-            full = safe_pickle.load_tensors(src)
+            full = torch_read.load_tensors(src)
             parsed.states = _states(src.path, full, widths)
         return parsed
 

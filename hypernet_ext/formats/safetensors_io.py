@@ -10,7 +10,7 @@ import re
 import struct
 from pathlib import Path
 
-from ..errors import FormatError
+from ..errors import FormatError, excerpt
 from ..network import Hypernetwork
 from .common import FORMAT_VERSION, SAFETENSORS, Decline, Parsed, Source, file_meta, make_config, plain
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_TAG = "hypernet_ext.hypernetwork"
 TENSOR_NAME = re.compile(r"^(\d+)\.([kv])\.(.+)$")
-_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+_MAX_HEADER = 16 * 1024 * 1024  # safetensors allows 100 MB; a hypernetwork's header has a few KB
 
 
 def _header(src: Source) -> dict:
@@ -35,8 +35,9 @@ def _header(src: Source) -> dict:
         raw = f.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FormatError(src.path, f"has a damaged safetensors header ({err}); copy or download it again") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, bad UTF-8, numbers over 4300 digits
+        raise FormatError(src.path, f"has a damaged safetensors header ({type(err).__name__}: {excerpt(str(err), 100)}"
+                                    "); copy or download it again") from None
     if not isinstance(header, dict):
         raise FormatError(src.path, "has a safetensors header that is not a JSON object; the file is damaged")
     data_size = src.size - 8 - length
@@ -45,9 +46,9 @@ def _header(src: Source) -> dict:
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise FormatError(src.path, f"tensor {name!r} has no valid data_offsets; the file is damaged")
+            raise FormatError(src.path, f"tensor {excerpt(name)} has no valid data_offsets; the file is damaged")
         if offsets[1] > data_size:
-            raise FormatError(src.path, f"is truncated: tensor {name!r} ends at byte {offsets[1]} of the data, "
+            raise FormatError(src.path, f"is truncated: tensor {excerpt(name)} ends at byte {offsets[1]} of the data, "
                                         f"which holds only {data_size}; copy or download it again")
     src.cache["header"] = header
     return header
@@ -59,7 +60,7 @@ def _widths(src: Source, header: dict) -> list:
         raise Decline("holds no tensors")
     odd = [n for n in names if not TENSOR_NAME.match(n)]
     if odd:
-        raise Decline(f"tensor names such as {odd[0]!r} are not hypernetwork names ('{{width}}.k.*', "
+        raise Decline(f"tensor names such as {excerpt(odd[0])} are not hypernetwork names ('{{width}}.k.*', "
                       "'{width}.v.*'); a Lora, embedding or checkpoint?")
     return list(dict.fromkeys(int(TENSOR_NAME.match(n).group(1)) for n in names))
 
@@ -69,8 +70,8 @@ def _json(src: Source, meta: dict, key: str, default):
         return default
     try:
         return json.loads(meta[key])
-    except (TypeError, json.JSONDecodeError):
-        raise FormatError(src.path, f"its metadata {key!r} is not valid JSON; the file is damaged") from None
+    except (TypeError, ValueError, RecursionError):
+        raise FormatError(src.path, f"its metadata {excerpt(key)} is not valid JSON; the file is damaged") from None
 
 
 class SafetensorsReader:
@@ -109,7 +110,8 @@ class SafetensorsReader:
         except (TypeError, ValueError):
             order = None
         if order is None or sorted(order) != sorted(widths):
-            raise FormatError(src.path, f"its config names widths {declared!r} but it holds tensors for {widths}; "
+            raise FormatError(src.path, f"its config names widths {excerpt(declared)} but it holds tensors for "
+                                        f"{excerpt(widths)}; "
                                         "the file is damaged")
         return order
 
@@ -121,7 +123,8 @@ class SafetensorsReader:
         try:
             flat = load_file(str(src.path), device="cpu")
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise FormatError(src.path, f"its tensors cannot be read ({err}); copy or download it again") from None
+            raise FormatError(src.path, f"its tensors cannot be read ({excerpt(str(err), 120)}); copy or download it "
+                                        "again") from None
         states = {w: ({}, {}) for w in widths}
         for name, tensor in flat.items():
             width, which, key = TENSOR_NAME.match(name).groups()

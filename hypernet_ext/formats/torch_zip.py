@@ -64,18 +64,6 @@ def save_webui_safe(obj, path: Path) -> None:
         logger.debug("%s: left out %s (webui's safe-unpickle check refuses them)", path, ", ".join(dropped))
 
 
-def data_offsets(path: Path) -> dict:
-    """Where each record's data starts in a zip file (to check alignment)."""
-    offsets = {}
-    with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
-        for record in archive.infolist():
-            f.seek(record.header_offset)
-            header = f.read(_LOCAL_HEADER_SIZE)
-            name_len, extra_len = struct.unpack("<HH", header[26:30])
-            offsets[record.filename] = record.header_offset + _LOCAL_HEADER_SIZE + name_len + extra_len
-    return offsets
-
-
 def webui_rejected_names(path: Path) -> List[str]:
     """The zip entries of ``path`` webui v1.10.1's safe-unpickle check would refuse ([] for a clean file)."""
     with zipfile.ZipFile(path) as archive:

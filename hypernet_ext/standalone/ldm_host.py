@@ -15,7 +15,7 @@ from typing import Any, List, Optional
 import torch
 from torch import nn
 
-from ..errors import ConfigError, FormatError
+from ..errors import ConfigError, FormatError, excerpt
 from ..fileio import short_hash
 
 logger = logging.getLogger(__name__)
@@ -117,19 +117,31 @@ class LdmHost:
 
 
 def _read_state_dict(path: Path) -> dict:
+    """The checkpoint's weights, read without running anything from it: .safetensors by safetensors, .ckpt by
+    hypernet_ext's own torch reader, which lets through only tensors, plain values and (as inert placeholders
+    that are never constructed) the harmless classes SD checkpoints name, such as Lightning's ModelCheckpoint."""
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, ValueError, EOFError, OSError) as err:
-        raise FormatError(path, f"cannot be read safely as a checkpoint ({err}); convert it to .safetensors") from err
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise FormatError(path, f"cannot be read as safetensors ({excerpt(str(err), 120)}); copy or download "
+                                    "it again") from None
+    from ..formats.safe_pickle import CHECKPOINT
+    from ..formats.torch_read import read_file
+
+    data = read_file(path, CHECKPOINT, what="a Stable Diffusion checkpoint")
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict):
-        raise FormatError(path, "holds no state dict")
-    return data
+        raise FormatError(path, "holds no state dict; it is not a Stable Diffusion checkpoint")
+    weights = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if len(weights) < len(data):
+        logger.info("%s: %d entries of its state dict are not tensors and were left out", path.name,
+                    len(data) - len(weights))
+    return weights
 
 
 def _no_builtin_checkpointing(params) -> None:
@@ -160,6 +172,7 @@ def load_ldm_checkpoint(ckpt, config_yaml, device="cpu", half: bool = False) -> 
     for path in (ckpt, config_yaml):
         if not path.is_file():
             raise ConfigError(f"{path} does not exist")
+    weights = _read_state_dict(ckpt)   # first: a refused or damaged file fails before the model is built
     config = OmegaConf.load(config_yaml)
     params = config.model.get("params", {})
     _no_builtin_checkpointing(params)
@@ -168,7 +181,8 @@ def load_ldm_checkpoint(ckpt, config_yaml, device="cpu", half: bool = False) -> 
         params.cond_stage_config.params.device = str(device)
     with weightless_text_encoders():
         model = instantiate_from_config(config.model)
-    _load_weights(model, _read_state_dict(ckpt), ckpt, config_yaml.name)
+    _load_weights(model, weights, ckpt, config_yaml.name)
+    del weights
     if half:
         model.model.half()
     host = LdmHost(model, model_name=ckpt.stem, model_hash=short_hash(ckpt))

@@ -19,7 +19,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..attach import attach
 from ..errors import TrainingError
-from ..fileio import child, clean_name
+from ..fileio import check_folder, child, clean_name
 from ..host import Callbacks
 from ..optim import build_optimizer, effective_lr, is_lr_free, optimizer_eval_mode, optimizer_train_mode, set_lr
 from ..schedules import LRSchedule
@@ -108,6 +108,8 @@ class Trainer:
         """Train until ``config.steps`` (or the schedule's end); ``resume_from``: the checkpoint ``network`` was
         loaded from, whose ``.optim`` gives optimizer, scaler, RNG and data state (any problem: a warning and a
         fresh optimizer). Returns what was done; raises TrainingError when the run diverges."""
+        check_folder(self.out_dir, "out_dir")
+        ckpt.remove_stale_temps(self.out_dir, self.name)   # left by a run killed while saving
         end = self.schedule.end_step
         if self.schedule.end_message:
             self.message(self.schedule.end_message)

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from ...errors import ConfigError
+from ...fileio import check_file_target
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def run_convert(args) -> int:
         raise ConfigError(f"OUT: {dst} exists; pass --force to overwrite it, or choose another name")
     if dst.exists() and src.resolve() == dst.resolve():
         raise ConfigError(f"OUT: {dst} is the input file; choose another name")
+    check_file_target(dst, "OUT")
     network = formats.load(src)
     formats.save(network, dst)  # logs why when a .pt target cannot be webui's layout
     nf = formats.describe(dst)

@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ...errors import ConfigError
+from ...errors import ConfigError, FormatError
 from ...host import Callbacks
 
 logger = logging.getLogger(__name__)
@@ -236,6 +236,25 @@ def network_config(args, model_widths=()):
                          info=args.info)
 
 
+def preflight(args, config, data) -> None:
+    """What can be checked before the model is built and images are encoded, each a one-line error: the device,
+    the output and cache folders, the file to start from (read without its tensors), a new network's size."""
+    from ... import formats
+    from ...devices import check_device
+    from ...fileio import check_folder
+
+    if args.device:
+        check_device(args.device, "--device")
+    check_folder(config.out_dir, "--out")
+    if data.cache_dir:
+        check_folder(data.cache_dir, "--cache-dir")
+    source = args.resume or args.network
+    if source:
+        formats.describe(source)
+    elif str(args.sizes).strip().lower() != "auto":
+        network_config(args)
+
+
 def build_host(args):
     import torch
 
@@ -258,12 +277,19 @@ def build_network(args, host):
     from ... import create, formats
     from ...attach import attention_modules
 
-    if args.resume:
-        return formats.load(args.resume), args.resume
-    if args.network:
-        network = formats.load(args.network)
+    source = args.resume or args.network
+    if source:
+        from ...formats.common import nonfinite_weights
+
+        network = formats.load(source)
+        bad = nonfinite_weights(network)
+        if bad:
+            raise FormatError(source, f"holds NaN or infinite weights ({'; '.join(bad[:3])}); training from it "
+                                      "cannot work. Start from an earlier checkpoint")
+        if args.resume:
+            return network, source
         logger.info("continuing %s from step %d with a fresh optimizer (its .optim is not read; --resume restores "
-                    "it)", args.network, network.step)
+                    "it)", source, network.step)
         return network, None
     widths = [width for _, _, width in attention_modules(host.attention_root())]
     return create(network_config(args, widths), name=args.name), None
@@ -297,6 +323,7 @@ def run_train(args) -> int:
     from ...training import Trainer
 
     config, data = train_config(args), data_config(args)
+    preflight(args, config, data)
     check_start(args, config.optimizer.name)
     host = build_host(args)
     network, source = build_network(args, host)
