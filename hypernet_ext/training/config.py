@@ -5,22 +5,18 @@ schedule configs. Validation raises ConfigError naming the field; ``to_dict`` ne
 """
 from __future__ import annotations
 
-import math
+import logging
 from dataclasses import dataclass, field
-from typing import Optional
 
-from ..config import ConfigMixin
+from ..config import ConfigMixin, real_number, whole_number
 from ..errors import ConfigError
+from ..fileio import clean_name
 from ..optim import OptimizerConfig
 from ..schedules import ScheduleConfig
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
-NAME_CHARS = "._- "   # what webui keeps of a hypernetwork name besides letters and digits
 
-
-def clean_name(name) -> str:
-    """webui's rule for names that become file names: letters, digits and '._- ' only."""
-    return "".join(c for c in str(name or "") if c.isalnum() or c in NAME_CHARS).strip()
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,7 +24,9 @@ class TrainConfig(ConfigMixin):
     """How long and how to train; where the files go."""
 
     name: str = field(default="", metadata={
-        "help": "Name of the trained network: files are <name>.pt and <name>-<step>.pt. Empty: the network's name."})
+        "help": "Name of the trained network: files are <name>.pt and <name>-<step>.pt. Empty: the network's name. "
+                "No path separators and no leading dot; other characters than letters, digits and '._- ' are "
+                "dropped, as in webui."})
     out_dir: str = field(default="out", metadata={"help": "Folder for checkpoints, the loss log and previews."})
     steps: int = field(default=1000, metadata={
         "help": "Train until the network has done this many optimizer steps (counting steps done before a "
@@ -64,19 +62,26 @@ class TrainConfig(ConfigMixin):
         "help": "Learning-rate and gradient-clip schedules."})
 
     def __post_init__(self):
-        self.name = clean_name(self.name)
+        if str(self.name if self.name is not None else "").strip():
+            cleaned = clean_name(self.name, "name")
+            if cleaned != str(self.name).strip():
+                logger.info("name %r is %r in file names (letters, digits and '._- ' only, as in webui)",
+                            self.name, cleaned)
+            self.name = cleaned
+        else:
+            self.name = ""
         self.out_dir = str(self.out_dir or "").strip()
         if not self.out_dir:
             raise ConfigError("out_dir: give the folder the checkpoints should go to")
-        self.steps = _int("steps", self.steps, 1)
-        self.grad_accum = _int("grad_accum", self.grad_accum, 1)
-        self.save_every = _int("save_every", self.save_every, 0)
-        self.preview_every = _int("preview_every", self.preview_every, 0)
-        self.log_every = _int("log_every", self.log_every, 1)
-        self.seed = _int("seed", self.seed, None)
-        self.max_bad_steps = _int("max_bad_steps", self.max_bad_steps, 1)
-        self.min_snr_gamma = _number("min_snr_gamma", self.min_snr_gamma)
-        self.noise_offset = _number("noise_offset", self.noise_offset)
+        self.steps = whole_number("steps", self.steps, 1)
+        self.grad_accum = whole_number("grad_accum", self.grad_accum, 1)
+        self.save_every = whole_number("save_every", self.save_every, 0)
+        self.preview_every = whole_number("preview_every", self.preview_every, 0)
+        self.log_every = whole_number("log_every", self.log_every, 1)
+        self.seed = whole_number("seed", self.seed, None)
+        self.max_bad_steps = whole_number("max_bad_steps", self.max_bad_steps, 1)
+        self.min_snr_gamma = real_number("min_snr_gamma", _off_is_none(self.min_snr_gamma), 0.0, note=" (0: off)")
+        self.noise_offset = real_number("noise_offset", _off_is_none(self.noise_offset), 0.0, note=" (0: off)")
         for name in ("grad_checkpointing", "tensorboard", "save_safetensors", "save_optimizer"):
             setattr(self, name, bool(getattr(self, name)))
         precision = str(self.mixed_precision or "auto").strip().lower()
@@ -102,23 +107,5 @@ class TrainConfig(ConfigMixin):
         return out
 
 
-def _int(name: str, value, minimum: Optional[int]) -> int:
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-        raise ConfigError(f"{name}: {value!r} must be a whole number")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} must be a whole number") from None
-    if minimum is not None and number < minimum:
-        raise ConfigError(f"{name}: {number} must be at least {minimum}")
-    return number
-
-
-def _number(name: str, value) -> float:
-    try:
-        number = float(0.0 if value is None else value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} must be a number >= 0 (0: off)") from None
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-        raise ConfigError(f"{name}: {value!r} must be a number >= 0 (0: off)")
-    return number
+def _off_is_none(value):
+    return 0.0 if value is None else value
