@@ -3,8 +3,9 @@ FrozenCLIPEmbedder (SD1) and FrozenOpenCLIPEmbedder (SD2) are built from their c
 weightless_text_encoders, every weight then comes from the checkpoint, and only CLIP's tokenizer files are
 read (from the Hugging Face cache; when they are missing offline the error names them and the place).
 
-The yamls are the real v1-inference.yaml and v2-inference-v.yaml (tests/data) with the UNet, the VAE and (for
-these tests) the text model shrunk; the network is cut off (every connect raises), so a download attempt fails.
+The yamls follow the published v1-inference.yaml and v2-inference-v.yaml (tests/sd_configs.py) with the UNet,
+the VAE and (for these tests) the text model shrunk; the network is cut off (every connect raises), so a
+download attempt fails.
 """
 import socket
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from sd_configs import write_tiny_sd_yaml
 
 from hypernet_ext.errors import ConfigError, FormatError
 from hypernet_ext.standalone.demo import _write_tokenizer
@@ -20,7 +22,6 @@ from hypernet_ext.standalone.text_encoders import weightless_text_encoders
 encoders = pytest.importorskip("ldm.modules.encoders.modules")
 from hypernet_ext.standalone.ldm_host import load_ldm_checkpoint  # noqa: E402  (needs ldm)
 
-DATA = Path(__file__).parent / "data"
 TINY_CLIP = "tiny-test/clip-text"   # a hub id that exists only in the test's cache
 TINY_OPEN_CLIP = "tiny-test-open-clip"
 
@@ -68,23 +69,6 @@ def hub(tmp_path, monkeypatch, no_network):
     return cache
 
 
-def shrink(yaml_name: str, context_dim: int, cond_params: dict, tmp_path: Path) -> Path:
-    """The real yaml with a tiny UNet and VAE and the given text-encoder params; everything else as shipped."""
-    config = OmegaConf.load(DATA / yaml_name)
-    params = config.model.params
-    params.unet_config.params.update(model_channels=32, channel_mult=[1, 2], attention_resolutions=[1, 2],
-                                     num_res_blocks=1, context_dim=context_dim, use_fp16=False)
-    params.unet_config.params.pop("num_heads", None)
-    params.unet_config.params.num_head_channels = 16
-    params.first_stage_config.params.ddconfig.update(ch=32, num_res_blocks=1)
-    if "params" not in params.cond_stage_config:
-        params.cond_stage_config.params = {}
-    params.cond_stage_config.params.update(cond_params)
-    path = tmp_path / yaml_name
-    OmegaConf.save(config, path)
-    return path
-
-
 def write_checkpoint(yaml_path: Path, tmp_path: Path, drop=()) -> dict:
     """Build the model from the yaml (without downloads), give it random weights, save them as a checkpoint."""
     from ldm.util import instantiate_from_config
@@ -107,7 +91,7 @@ def assert_loaded(host, state):
 
 
 def test_sd1_loads_offline_with_only_tokenizer_and_config_files(hub, tmp_path):
-    yaml_path = shrink("v1-inference.yaml", 64, {"version": TINY_CLIP, "device": "cpu"}, tmp_path)
+    yaml_path = write_tiny_sd_yaml("sd1", 64, {"version": TINY_CLIP, "device": "cpu"}, tmp_path)
     state = write_checkpoint(yaml_path, tmp_path)
     host = load_ldm_checkpoint(tmp_path / "model.safetensors", yaml_path)
     assert type(host.model.cond_stage_model) is encoders.FrozenCLIPEmbedder
@@ -125,7 +109,7 @@ def test_sd2_openclip_is_built_without_its_pretrained_weights(tmp_path, monkeypa
             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
     monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, TINY_OPEN_CLIP, tiny)
     # the yaml's pretrained tag (laion2b_s32b_b79k) stays: asking for it would be a download (or an error)
-    yaml_path = shrink("v2-inference-v.yaml", 64, {"arch": TINY_OPEN_CLIP, "device": "cpu"}, tmp_path)
+    yaml_path = write_tiny_sd_yaml("sd2-v", 64, {"arch": TINY_OPEN_CLIP, "device": "cpu"}, tmp_path)
     state = write_checkpoint(yaml_path, tmp_path, drop=("cond_stage_model.model.text_projection",
                                                         "cond_stage_model.model.logit_scale"))
     host = load_ldm_checkpoint(tmp_path / "model.safetensors", yaml_path)
@@ -135,7 +119,7 @@ def test_sd2_openclip_is_built_without_its_pretrained_weights(tmp_path, monkeypa
 
 
 def test_text_encoder_weights_missing_from_the_checkpoint_are_an_error(hub, tmp_path):
-    yaml_path = shrink("v1-inference.yaml", 64, {"version": TINY_CLIP, "device": "cpu"}, tmp_path)
+    yaml_path = write_tiny_sd_yaml("sd1", 64, {"version": TINY_CLIP, "device": "cpu"}, tmp_path)
     write_checkpoint(yaml_path, tmp_path, drop=("cond_stage_model.transformer.text_model.encoder.",))
     with pytest.raises(FormatError, match=r"text encoder weights missing, e\.g\. cond_stage_model\.transformer"):
         load_ldm_checkpoint(tmp_path / "model.safetensors", yaml_path)
