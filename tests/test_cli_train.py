@@ -185,7 +185,7 @@ def test_another_model_seed_does_not_reuse_cached_latents(shapes_dir, tiny_cache
         host = train_command.build_host(args)
         assert host.model_id == tiny_model_hash(seed)
         dataset = prepare_dataset(data_config(args), host.encode_images, host.scale_factor, model_id=host.model_id)
-        latents[seed] = dataset.batch(0).latents
+        latents[seed] = dataset.micro_batch(0).latents
         files.append(len(list(cache.iterdir())))
     assert files[1] == 2 * files[0] > 0     # the second model encoded the images itself
     assert not torch.equal(latents[0], latents[1])

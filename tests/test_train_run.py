@@ -86,6 +86,25 @@ def test_six_steps_write_exactly_the_expected_files(ldm_host, shapes_dataset, tm
     assert result.final_path == str(tmp_path / "hn.pt") and result.step == net.step == 6
 
 
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_snapshots_hold_the_weights_of_the_step_they_are_named_after(ldm_host, shapes_dataset, tmp_path):
+    """Not only their step field: <name>-6.pt of a 6-step run is <name>.pt, and <name>-4.pt is what a separate
+    4-step run ends with (dropout on, a schedule with a drop: both are functions of the step)."""
+    fields = dict(use_dropout=True, dropout_structure=(0, 0.1, 0))
+    schedule = {"learn_rate": "2e-3:3, 1e-3:-1"}
+    _, six = train(ldm_host, shapes_dataset, tmp_path / "six", network=small_net(**fields), save_every=2,
+                   schedule=schedule)
+    files = {name: formats.load(tmp_path / "six" / f"{name}.pt") for name in ("hn-2", "hn-4", "hn-6", "hn")}
+    assert same_weights(files["hn-6"], files["hn"]) and same_weights(files["hn"], six)
+    _, four = train(ldm_host, shapes_dataset, tmp_path / "four", network=small_net(**fields), steps=4,
+                    schedule=schedule)
+    assert four.step == 4 and same_weights(files["hn-4"], four)
+    assert not same_weights(files["hn-2"], files["hn-4"]) and not same_weights(files["hn-4"], files["hn-6"])
+
+
 def test_base_stays_frozen_and_only_the_network_changes(ldm_host, tiny_ldm, shapes_dataset, tmp_path):
     before = {k: v.clone() for k, v in tiny_ldm.state_dict().items()}
     net = small_net()
@@ -126,9 +145,9 @@ def test_gradient_accumulation_uses_consecutive_batches(ldm_host, shapes_dataset
         def __init__(self, inner):
             self.inner = inner
 
-        def batch(self, index):
+        def micro_batch(self, index):
             seen.append(index)
-            return self.inner.batch(index)
+            return self.inner.micro_batch(index)
 
         def __getattr__(self, name):
             return getattr(self.inner, name)

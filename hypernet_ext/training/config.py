@@ -6,23 +6,19 @@ Validation raises ConfigError naming the field; ``to_dict`` nests plain dicts.
 """
 from __future__ import annotations
 
-import math
+import logging
 from dataclasses import dataclass, field
-from typing import Optional
 
-from ..config import ConfigMixin
+from ..config import ConfigMixin, real_number, whole_number
 from ..errors import ConfigError
+from ..fileio import clean_name
 from ..optim import OptimizerConfig
 from ..schedules import ScheduleConfig
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 GUARD_ACTIONS = ("warn", "lower-lr", "rollback", "stop")
-NAME_CHARS = "._- "   # what webui keeps of a hypernetwork name besides letters and digits
 
-
-def clean_name(name) -> str:
-    """webui's rule for names that become file names: letters, digits and '._- ' only."""
-    return "".join(c for c in str(name or "") if c.isalnum() or c in NAME_CHARS).strip()
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,12 +42,12 @@ class ValidationConfig(ConfigMixin):
                 "not touched)."})
 
     def __post_init__(self):
-        self.every = _int("validation.every", self.every, 0)
-        self.timesteps = _int("validation.timesteps", self.timesteps, 1)
-        self.max_images = _int("validation.max_images", self.max_images, 1)
-        self.seed = _int("validation.seed", self.seed, None)
+        self.every = whole_number("validation.every", self.every, 0)
+        self.timesteps = whole_number("validation.timesteps", self.timesteps, 1)
+        self.max_images = whole_number("validation.max_images", self.max_images, 1)
+        self.seed = whole_number("validation.seed", self.seed, None)
         self.data_dir = str(self.data_dir or "").strip()
-        split = _number("validation.split", self.split)
+        split = real_number("validation.split", _off_is_none(self.split), 0.0, note=" (0: the training images)")
         if split >= 1 and not split.is_integer():
             raise ConfigError(f"validation.split: {self.split!r} must be a fraction below 1 (0.1 = 10%) or a "
                               "whole number of images (5)")
@@ -86,12 +82,12 @@ class GuardConfig(ConfigMixin):
         if action not in GUARD_ACTIONS:
             raise ConfigError(f"guard.action: {self.action!r} is not one of {', '.join(GUARD_ACTIONS)}")
         self.action = action
-        self.margin = _number("guard.margin", self.margin)
-        self.patience = _int("guard.patience", self.patience, 1)
-        self.max_effect = _number("guard.max_effect", self.max_effect)
-        self.diverge_steps = _int("guard.diverge_steps", self.diverge_steps, 0)
-        self.max_actions = _int("guard.max_actions", self.max_actions, 0)
-        self.lr_factor = _number("guard.lr_factor", self.lr_factor)
+        self.margin = real_number("guard.margin", self.margin, 0.0)
+        self.patience = whole_number("guard.patience", self.patience, 1)
+        self.max_effect = real_number("guard.max_effect", _off_is_none(self.max_effect), 0.0, note=" (0: off)")
+        self.diverge_steps = whole_number("guard.diverge_steps", self.diverge_steps, 0)
+        self.max_actions = whole_number("guard.max_actions", self.max_actions, 0)
+        self.lr_factor = real_number("guard.lr_factor", self.lr_factor, 0.0, 1.0)
         if not 0 < self.lr_factor < 1:
             raise ConfigError(f"guard.lr_factor: {self.lr_factor!r} must be between 0 and 1 (0.5 halves the "
                               "rate)")
@@ -110,16 +106,17 @@ class FindLRConfig(ConfigMixin):
         "help": "Smoothing of the range test's loss (exponential moving average, 0 to below 1; 0: none)."})
 
     def __post_init__(self):
-        self.start, self.end = _number("find_lr.start", self.start), _number("find_lr.end", self.end)
+        self.start = real_number("find_lr.start", self.start, 0.0)
+        self.end = real_number("find_lr.end", self.end, 0.0)
         if not 0 < self.start < self.end:
             raise ConfigError(f"find_lr.start, find_lr.end: {self.start:g}, {self.end:g}: give 0 < start < end, "
                               "e.g. 1e-7 and 1")
-        self.steps = _int("find_lr.steps", self.steps, 2)
-        self.blowup = _number("find_lr.blowup", self.blowup)
+        self.steps = whole_number("find_lr.steps", self.steps, 2)
+        self.blowup = real_number("find_lr.blowup", self.blowup, 1.0)
         if self.blowup <= 1:
             raise ConfigError(f"find_lr.blowup: {self.blowup:g} must be above 1 (4: stop at four times the "
                               "lowest loss)")
-        self.smoothing = _number("find_lr.smoothing", self.smoothing)
+        self.smoothing = real_number("find_lr.smoothing", self.smoothing, 0.0, 1.0)
         if self.smoothing >= 1:
             raise ConfigError(f"find_lr.smoothing: {self.smoothing:g} must be below 1 (0.9 is usual; 0: none)")
 
@@ -129,7 +126,9 @@ class TrainConfig(ConfigMixin):
     """How long and how to train; where the files go."""
 
     name: str = field(default="", metadata={
-        "help": "Name of the trained network: files are <name>.pt and <name>-<step>.pt. Empty: the network's name."})
+        "help": "Name of the trained network: files are <name>.pt and <name>-<step>.pt. Empty: the network's name. "
+                "No path separators and no leading dot; other characters than letters, digits and '._- ' are "
+                "dropped, as in webui."})
     out_dir: str = field(default="out", metadata={"help": "Folder for checkpoints, the loss log and previews."})
     steps: int = field(default=1000, metadata={
         "help": "Train until the network has done this many optimizer steps (counting steps done before a "
@@ -169,19 +168,26 @@ class TrainConfig(ConfigMixin):
         "help": "The overtraining guard (warns by default)."})
 
     def __post_init__(self):
-        self.name = clean_name(self.name)
+        if str(self.name if self.name is not None else "").strip():
+            cleaned = clean_name(self.name, "name")
+            if cleaned != str(self.name).strip():
+                logger.info("name %r is %r in file names (letters, digits and '._- ' only, as in webui)",
+                            self.name, cleaned)
+            self.name = cleaned
+        else:
+            self.name = ""
         self.out_dir = str(self.out_dir or "").strip()
         if not self.out_dir:
             raise ConfigError("out_dir: give the folder the checkpoints should go to")
-        self.steps = _int("steps", self.steps, 1)
-        self.grad_accum = _int("grad_accum", self.grad_accum, 1)
-        self.save_every = _int("save_every", self.save_every, 0)
-        self.preview_every = _int("preview_every", self.preview_every, 0)
-        self.log_every = _int("log_every", self.log_every, 1)
-        self.seed = _int("seed", self.seed, None)
-        self.max_bad_steps = _int("max_bad_steps", self.max_bad_steps, 1)
-        self.min_snr_gamma = _number("min_snr_gamma", self.min_snr_gamma)
-        self.noise_offset = _number("noise_offset", self.noise_offset)
+        self.steps = whole_number("steps", self.steps, 1)
+        self.grad_accum = whole_number("grad_accum", self.grad_accum, 1)
+        self.save_every = whole_number("save_every", self.save_every, 0)
+        self.preview_every = whole_number("preview_every", self.preview_every, 0)
+        self.log_every = whole_number("log_every", self.log_every, 1)
+        self.seed = whole_number("seed", self.seed, None)
+        self.max_bad_steps = whole_number("max_bad_steps", self.max_bad_steps, 1)
+        self.min_snr_gamma = real_number("min_snr_gamma", _off_is_none(self.min_snr_gamma), 0.0, note=" (0: off)")
+        self.noise_offset = real_number("noise_offset", _off_is_none(self.noise_offset), 0.0, note=" (0: off)")
         for name in ("grad_checkpointing", "tensorboard", "save_safetensors", "save_optimizer"):
             setattr(self, name, bool(getattr(self, name)))
         precision = str(self.mixed_precision or "auto").strip().lower()
@@ -211,24 +217,5 @@ class TrainConfig(ConfigMixin):
         return out
 
 
-
-def _int(name: str, value, minimum: Optional[int]) -> int:
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-        raise ConfigError(f"{name}: {value!r} must be a whole number")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} must be a whole number") from None
-    if minimum is not None and number < minimum:
-        raise ConfigError(f"{name}: {number} must be at least {minimum}")
-    return number
-
-
-def _number(name: str, value) -> float:
-    try:
-        number = float(0.0 if value is None else value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} must be a number >= 0 (0: off)") from None
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-        raise ConfigError(f"{name}: {value!r} must be a number >= 0 (0: off)")
-    return number
+def _off_is_none(value):
+    return 0.0 if value is None else value

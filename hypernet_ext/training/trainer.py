@@ -21,7 +21,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..attach import attach
 from ..errors import TrainingError
-from ..fileio import check_folder
+from ..fileio import check_folder, child, clean_name
 from ..host import Callbacks
 from ..optim import build_optimizer, effective_lr, is_lr_free, optimizer_eval_mode, optimizer_train_mode, set_lr
 from ..schedules import LRSchedule
@@ -61,10 +61,9 @@ class Trainer:
         self.dataset = dataset
         self.config = config
         self.callbacks = callbacks or Callbacks()
-        self.name = config.name or network.name
-        if not self.name:
-            raise TrainingError("the run has no name: set TrainConfig.name (it names the checkpoint files)")
         self.out_dir = Path(config.out_dir)
+        self.name = config.name or self._name_of(network)
+        child(self.out_dir, f"{self.name}.pt", "name")   # the files stay in out_dir (symlinks resolved), or stop now
         self.schedule = LRSchedule.from_config(config.schedule, config.steps)
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.lr_free = False    # Prodigy / D-Adaptation: the schedule's rate multiplies the optimizer's own d
@@ -73,6 +72,13 @@ class Trainer:
         self.watch: Optional[Watch] = None
         self.result = TrainResult(step=int(network.step))
         self._last_checkpoint: Optional[str] = None
+
+    @staticmethod
+    def _name_of(network) -> str:
+        """The network's own name (it may come from a file) under the rule TrainConfig.name follows."""
+        if not str(network.name or "").strip():
+            raise TrainingError("the run has no name: set TrainConfig.name (it names the checkpoint files)")
+        return clean_name(network.name, "the network's name (TrainConfig.name is empty, so it names the files)")
 
     def message(self, text: str, warning: bool = False) -> None:
         """Tell the user: the log and callbacks.on_message."""
@@ -218,7 +224,7 @@ class Trainer:
     def _step(self, index: int, lr: float) -> StepOutcome:
         set_lr(self.optimizer, lr)
         accum = self.config.grad_accum
-        batches = [self.dataset.batch(index * accum + micro) for micro in range(accum)]
+        batches = [self.dataset.micro_batch(index * accum + micro) for micro in range(accum)]
         return self.runner.run(index, batches, self.schedule.clip_at(index))
 
     def _report(self, outcome: StepOutcome, lr: float, log: TrainingLog, started: float, first: int, end: int,
@@ -253,7 +259,7 @@ class Trainer:
 
     def _save(self, final: bool, best: bool = False) -> Path:
         step = self.network.step
-        path = self.out_dir / (f"{self.name}.pt" if final else f"{self.name}-{'best' if best else step}.pt")
+        path = child(self.out_dir, f"{self.name}.pt" if final else f"{self.name}-{'best' if best else step}.pt", "name")
         optimizer_eval_mode(self.optimizer)
         self.network.eval()
         self.network.extra["training"] = {"train": self.config.to_dict(), "data": _data_dict(self.dataset)}

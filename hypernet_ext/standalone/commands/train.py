@@ -176,8 +176,14 @@ def add_parser(sub) -> None:
     p.add_argument("--ckpt", default=None, help="Stable Diffusion checkpoint (.safetensors or .ckpt)")
     p.add_argument("--config", default=None, help="the checkpoint's ldm yaml (v1-inference.yaml, ...)")
     p.add_argument("--device", default=None, help="cpu or cuda (empty: cuda when available)")
-    p.add_argument("--network", default=None, help="continue training this network file (uses its .optim)")
-    p.add_argument("--resume", default=None, help="resume this checkpoint: weights, step, optimizer, RNG, data")
+    p.add_argument("--network", default=None, metavar="FILE",
+                   help="train on from this network's weights and step (a webui, peer or our file) with a fresh "
+                        "run state: a new optimizer (its .optim is not read); the schedule and --steps count on "
+                        "from its step")
+    p.add_argument("--resume", default=None, metavar="FILE",
+                   help="resume a run exactly from this checkpoint and its .optim: weights, step, optimizer, "
+                        "gradient scaler, random state, data position; an error when the .optim is missing, "
+                        "belongs to another file or to another optimizer")
     _add_network_options(p)
     _add_data_options(p)
     _add_training_options(p)
@@ -193,8 +199,10 @@ def add_parser(sub) -> None:
 
 def data_config(args):
     from ...data import DataConfig
+    from ...fileio import clean_name
 
-    return DataConfig(data_dir=args.data_dir, recursive=args.recursive, name=args.name, template=args.template,
+    name = clean_name(args.name, "--name")   # [name] in the prompts is the name the files get, as in webui
+    return DataConfig(data_dir=args.data_dir, recursive=args.recursive, name=name, template=args.template,
                       resize=args.resize, width=args.width, height=args.height, bucket_pixels=args.bucket_pixels,
                       min_side=args.min_side, max_side=args.max_side, divisor=args.divisor,
                       batch_size=args.batch_size, repeats=args.repeats, flip=args.flip,
@@ -281,14 +289,13 @@ def build_host(args):
 
 
 def build_network(args, host):
-    from ... import create
+    """(network, resume_from): a new network, or the one --network / --resume names. ``resume_from`` is the file
+    whose .optim the trainer restores: only with --resume."""
+    from ... import create, formats
     from ...attach import attention_modules
 
     source = args.resume or args.network
-    if args.resume and args.network:
-        raise ConfigError("--network and --resume both name a file to start from; give one")
     if source:
-        from ... import formats
         from ...formats.common import nonfinite_weights
 
         network = formats.load(source)
@@ -296,9 +303,34 @@ def build_network(args, host):
         if bad:
             raise FormatError(source, f"holds NaN or infinite weights ({'; '.join(bad[:3])}); training from it "
                                       "cannot work. Start from an earlier checkpoint")
-        return network, source
+        if args.resume:
+            return network, source
+        logger.info("continuing %s from step %d with a fresh optimizer (its .optim is not read; --resume restores "
+                    "it)", source, network.step)
+        return network, None
     widths = [width for _, _, width in attention_modules(host.attention_root())]
     return create(network_config(args, widths), name=args.name), None
+
+
+def check_start(args, optimizer: str) -> None:
+    """Before any model is built: --network and --resume exclude each other, and --resume continues a run
+    exactly, which needs the checkpoint's own .optim written by this optimizer; ConfigError saying what is wrong
+    and what to do otherwise."""
+    from ... import checkpoint
+
+    if args.resume and args.network:
+        raise ConfigError("--network and --resume both name a file to start from; give one")
+    if not args.resume or not Path(args.resume).is_file():
+        return   # no file: loading it says so
+    saved, problem = checkpoint.read_optim(args.resume)
+    if saved is None:
+        problem = f"{problem}, and without it optimizer state, random state and data position are lost"
+    elif saved.optimizer_name and str(saved.optimizer_name).lower() != str(optimizer).lower():
+        problem = f"it was written by optimizer {saved.optimizer_name}, this run uses {optimizer} (--optimizer)"
+    else:
+        return
+    raise ConfigError(f"--resume {args.resume}: cannot resume the run exactly: {problem}. To train on from its "
+                      f"weights and step with a fresh optimizer, use --network {args.resume} instead.")
 
 
 def run_train(args) -> int:
@@ -309,6 +341,7 @@ def run_train(args) -> int:
 
     config, data = train_config(args), data_config(args)
     preflight(args, config, data)
+    check_start(args, config.optimizer.name)
     host = build_host(args)
     network, source = build_network(args, host)
     dataset = prepare_dataset(data, host.encode_images, host.scale_factor, model_id=host.model_id)
