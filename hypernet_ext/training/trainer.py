@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -28,28 +27,12 @@ from ..schedules import LRSchedule
 from .config import TrainConfig
 from .logs import TrainingLog
 from .recompute import disable_builtin_checkpointing, enable_gradient_checkpointing
+from .result import TrainResult
 from .resume import restore, resume_state
 from .step import OVERFLOW, StepOutcome, StepRunner, cuda_devices, resolve_precision
 from .watch import ROLLBACK, STOP, Watch
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """What a run did and wrote."""
-    step: int                                   # steps the network has done at the end
-    final_path: Optional[str] = None            # <out>/<name>.pt (None when nothing was trained)
-    checkpoints: List[str] = field(default_factory=list)   # every .pt written, in order
-    skipped_steps: int = 0
-    interrupted: bool = False
-    last_loss: Optional[float] = None
-    losses: List[float] = field(default_factory=list)
-    validation: List[Tuple[int, float]] = field(default_factory=list)   # (step, validation loss), in order
-    best_path: Optional[str] = None             # <out>/<name>-best.pt when validation wrote one
-    best: Optional[Tuple[int, float]] = None    # (step, validation loss) of the best snapshot
-    guard_events: List[str] = field(default_factory=list)   # the guard's messages
-    stopped_by_guard: bool = False              # the guard's stop action ended the run (at the best snapshot)
 
 
 class Trainer:
@@ -204,7 +187,6 @@ class Trainer:
                 self._preview(step)
             verdict = self.watch.act()
             if verdict == STOP:
-                self.result.stopped_by_guard = True
                 break
             bad_streak = 0 if verdict == ROLLBACK else bad_streak
         return None

@@ -97,6 +97,7 @@ class Watch:
             restored = self._restore_best()
             if event.action == STOP:
                 verdict = STOP
+                self.trainer.result.stopped_by_guard = True
                 done = (f"the run ends at its best snapshot, step {self.guard.best_step} (validation loss "
                         f"{self.guard.best_loss:.6g})" if restored else "the run ends here (no best snapshot)")
             elif restored:
