@@ -1,7 +1,8 @@
 """End-to-end runs on the tiny ldm model: exactly the expected files, a frozen base, gradient checkpointing,
 gradient accumulation, non-finite steps (skipped, then a stop at the last good checkpoint), fp16 loss-scale
 overflows (through a stand-in scaler: GradScaler needs CUDA), stop requests and Ctrl-C, previews through the
-callbacks, and the effective learning rate of LR-free optimizers in progress and logs."""
+callbacks, the effective learning rate of LR-free optimizers in progress and logs, and the validation and guard
+columns of the loss log."""
 import csv
 import math
 
@@ -20,6 +21,7 @@ from hypernet_ext.training import logs as logs_module
 from hypernet_ext.training import step as step_module
 from hypernet_ext.training.logs import COLUMNS, TrainingLog, read_loss_csv
 from hypernet_ext.training.step import NON_FINITE_GRADIENT, NON_FINITE_LOSS, OVERFLOW, StepOutcome
+from hypernet_ext.training.validation import ValidationResult
 
 pytest.importorskip("ldm")
 
@@ -294,10 +296,13 @@ def test_lr_free_optimizers_report_d_times_lr(ldm_host, shapes_dataset, tmp_path
 
 class FakeWriter:
     def __init__(self):
-        self.scalars = []
+        self.scalars, self.texts = [], []
 
     def add_scalar(self, tag, value, step):
         self.scalars.append((tag, value, step))
+
+    def add_text(self, tag, text, step):
+        self.texts.append((tag, text, step))
 
     def close(self):
         pass
@@ -312,7 +317,7 @@ def test_the_log_writes_the_effective_rate_and_keeps_an_older_files_columns(tmp_
     with open(tmp_path / "new" / "hypernetwork_loss.csv", newline="", encoding="utf-8") as f:
         lines = list(csv.reader(f))
     assert tuple(lines[0]) == COLUMNS and COLUMNS[:5] == ("step", "epoch", "epoch_step", "loss", "learn_rate")
-    assert [line[-1] for line in lines[1:]] == ["2e-06", "0.001"]
+    assert [line[COLUMNS.index("effective_lr")] for line in lines[1:]] == ["2e-06", "0.001"]
     assert ("Effective learn rate/train", 2e-6, 1) in writer.scalars
     assert [t for t, _, s in writer.scalars if s == 2 and "Effective" in t] == []
     old = tmp_path / "old" / "hypernetwork_loss.csv"
@@ -321,6 +326,33 @@ def test_the_log_writes_the_effective_rate_and_keeps_an_older_files_columns(tmp_
     TrainingLog(tmp_path / "old", tensorboard=False).write(2, 0, 2, 0.25, 1e-3, 0.5, None, 2e-6)
     assert old.read_text(encoding="utf-8").splitlines() == ["step,epoch,epoch_step,loss,learn_rate",
                                                             "1,0,1,0.5,0.001", "2,0,2,0.2500000,0.001"]
+
+
+def test_validation_and_guard_cells_reach_the_csv_and_tensorboard(tmp_path, monkeypatch):
+    writer = FakeWriter()
+    monkeypatch.setattr(logs_module, "tensorboard_writer", lambda folder: writer)
+    log = TrainingLog(tmp_path / "new", every=5, widths=(320, 768))
+    cells = dict(ValidationResult(3, 0.5, {320: 0.1, 768: 0.25}, {320: 3.0, 768: 4.0}).cells(), lr_factor="0.5")
+    log.write(3, 0, 3, 0.25, 1e-3, 0.5, None, extra=cells)             # not a logged step, but validated
+    log.write(4, 0, 4, 0.25, 1e-3, 0.5, None, extra={"lr_factor": "0.5"})   # neither: no row
+    log.write(6, 0, 6, 0.25, 1e-3, 0.5, None, extra={"lr_factor": "0.25", "guard": "lower-lr"})
+    rows = read_loss_csv(tmp_path / "new" / "hypernetwork_loss.csv")
+    assert [(r["step"], r["guard"]) for r in rows] == [(3, ""), (6, "lower-lr")]
+    assert (rows[0]["val_loss"], rows[0]["effect"], rows[0]["effect_320"], rows[0]["weight_norm_768"]) == (
+        0.5, 0.25, 0.1, 4.0)
+    assert rows[0]["weight_norm"] == pytest.approx(5.0) and rows[1]["lr_factor"] == 0.25
+    with open(tmp_path / "new" / "hypernetwork_loss.csv", encoding="utf-8") as f:
+        header = f.readline().strip().split(",")
+    assert header == list(COLUMNS) + ["effect_320", "effect_768", "weight_norm_320", "weight_norm_768"]
+    tags = {(tag, step) for tag, _, step in writer.scalars}
+    assert {("Loss/validation", 3), ("Effect size/768", 3), ("Weight norm/all", 3), ("Effect size/largest", 3),
+            ("Learn rate factor/train", 6)} <= tags and writer.texts == [("Guard", "lower-lr", 6)]
+    old = tmp_path / "old" / "hypernetwork_loss.csv"
+    old.parent.mkdir()
+    old.write_text("step,epoch,epoch_step,loss,learn_rate\n1,0,1,0.5,0.001\n", encoding="utf-8")   # webui's
+    TrainingLog(tmp_path / "old", tensorboard=False, widths=(768,)).write(2, 0, 2, 0.25, 1e-3, 0.5, None,
+                                                                         extra=cells)
+    assert old.read_text(encoding="utf-8").splitlines()[0] == "step,epoch,epoch_step,loss,learn_rate"
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(ldm_host, shapes_dataset, tmp_path):

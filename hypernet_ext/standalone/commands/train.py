@@ -2,7 +2,8 @@
 
 ``train`` builds the model (the tiny built-in one, or a checkpoint with its yaml), the network (new, or from a
 file to continue or resume), the data set and the configs from the options, then runs the Trainer with a tqdm
-bar. ``demo`` runs hypernet_ext.standalone.demo.run_demo.
+bar, or with ``--find-lr`` the learning-rate range test (which writes only its plot). ``demo`` runs
+hypernet_ext.standalone.demo.run_demo.
 """
 from __future__ import annotations
 
@@ -22,14 +23,25 @@ class CliCallbacks(Callbacks):
     def __init__(self, desc: str = "train"):
         self.desc = desc
         self.bar = None
+        self.val_loss = None
 
     def on_progress(self, step, total, loss, lr, eta_s):
         from tqdm import tqdm
 
         if self.bar is None:
             self.bar = tqdm(total=total, initial=step - 1, desc=self.desc, unit="step", dynamic_ncols=True)
-        self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(loss="nan" if loss is None else f"{loss:.4f}", lr=f"{lr:.2g}", refresh=False)
+        self.bar.n = step   # a rollback sets the step back
+        shown = {"loss": "nan" if loss is None else f"{loss:.4f}", "lr": f"{lr:.2g}"}
+        if self.val_loss is not None:
+            shown["val"] = f"{self.val_loss:.4f}"
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.refresh()
+
+    def on_validation(self, step, val_loss, effect, weight_norm):
+        self.val_loss = val_loss
+        width = max(effect, key=effect.get) if effect else None
+        logger.info("step %d: validation loss %.6g%s", step, val_loss,
+                    f", effect size {effect[width]:.4g} (width {width})" if width is not None else "")
 
     def close(self):
         if self.bar is not None:
@@ -154,6 +166,7 @@ def add_parser(sub) -> None:
     from ...config import help_of
     from ...data import DataConfig
     from ...training.config import TrainConfig
+    from . import stopping
 
     p = sub.add_parser("train", help="train a hypernetwork", description=__doc__,
                        formatter_class=_HelpFormatter)
@@ -174,6 +187,7 @@ def add_parser(sub) -> None:
     _add_network_options(p)
     _add_data_options(p)
     _add_training_options(p)
+    stopping.add_options(p)
     p.set_defaults(func=run_train)
 
     d = sub.add_parser("demo", help="train on the tiny built-in model and a synthetic data set (about a minute)")
@@ -202,6 +216,8 @@ def train_config(args):
     from ...optim import OptimizerConfig
     from ...schedules import ScheduleConfig
     from ...training import TrainConfig
+    from ...training.config import GuardConfig, ValidationConfig
+    from .stopping import from_args
 
     schedule = ScheduleConfig(learn_rate=args.learn_rate, kind=args.kind, warmup_steps=args.warmup_steps,
                               warmup_start=args.warmup_start, cycle_steps=args.cycle_steps,
@@ -215,7 +231,8 @@ def train_config(args):
                        max_bad_steps=args.max_bad_steps, tensorboard=args.tensorboard,
                        save_safetensors=args.save_safetensors, save_optimizer=args.save_optimizer,
                        optimizer=OptimizerConfig(name=args.optimizer, kwargs=args.optimizer_args),
-                       schedule=schedule)
+                       schedule=schedule, validation=from_args(ValidationConfig, args, "val"),
+                       guard=from_args(GuardConfig, args, "guard"))
 
 
 def network_config(args, model_widths=()):
@@ -329,6 +346,10 @@ def run_train(args) -> int:
     network, source = build_network(args, host)
     dataset = prepare_dataset(data, host.encode_images, host.scale_factor, model_id=host.model_id)
     logger.info("%s", dataset.summary)
+    if args.find_lr:
+        from .stopping import run_find_lr
+
+        return run_find_lr(args, config, host, network, dataset)
     callbacks = CliCallbacks(desc=config.name)
     if config.preview_every:
         from ..demo import Previewer, WithPreviews
@@ -340,8 +361,13 @@ def run_train(args) -> int:
             result = Trainer(host, network, dataset, config, callbacks).train(resume_from=source)
     finally:
         (callbacks.inner if hasattr(callbacks, "inner") else callbacks).close()
-    state = "interrupted at" if result.interrupted else "done:"
+    state = "interrupted at" if result.interrupted else "stopped by the guard at" if result.stopped_by_guard \
+        else "done:"
     print(f"{state} step {result.step}; final file {result.final_path}; {result.skipped_steps} steps skipped")
+    if result.best:
+        print(f"best validation loss {result.best[1]:.6g} at step {result.best[0]}: {result.best_path}")
+    for text in result.guard_events:
+        print(text)
     return 0
 
 
