@@ -10,7 +10,7 @@ import torch
 
 from hypernet_ext import create, formats
 from hypernet_ext.attach import attach
-from hypernet_ext.checkpoint import STATE_KEY, optim_path
+from hypernet_ext.checkpoint import STATE_KEY, newest_complete, optim_path
 from hypernet_ext.errors import ConfigError
 from hypernet_ext.host import Callbacks
 from hypernet_ext.training import TrainConfig, Trainer
@@ -171,6 +171,20 @@ def test_stop_ends_the_run_at_its_best_snapshot(ldm_host, shapes_dataset, tmp_pa
     assert sidecars[1][STATE_KEY]["guard"]["best_step"] == best.step
     assert result.best == (best.step, best.extra["validation"]["loss"])
     assert result.best_path == str(tmp_path / "hn-best.pt")
+
+
+def test_snapshots_past_the_best_are_set_aside_so_resume_from_newest_goes_back_to_the_best(
+        ldm_host, shapes_dataset, tmp_path):
+    rec = Recorder()
+    _, result = run(ldm_host, shapes_dataset, tmp_path, callbacks=rec, guard={"action": "stop", **GUARD},
+                    **dict(TOO_HIGH, save_every=1))
+    best = formats.load(tmp_path / "hn-best.pt").step
+    assert result.stopped_by_guard and best < 4
+    assert sorted(p.name for p in tmp_path.glob("hn-*-rolled-back.pt")) == [f"hn-{k}-rolled-back.pt"
+                                                                          for k in range(best + 1, 5)]
+    assert all(optim_path(p).is_file() for p in tmp_path.glob("hn-*-rolled-back.pt"))   # kept, with their state
+    assert formats.load(newest_complete(tmp_path, "hn")).step == best
+    assert any("set aside" in m for m in rec.messages)
 
 
 def test_lower_lr_survives_a_resume_exactly(ldm_host, shapes_dataset, tmp_path):

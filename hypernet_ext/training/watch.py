@@ -8,9 +8,12 @@ its .optim, scaler, RNG), keeps the guard's own history, and goes on at the lowe
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from ..checkpoint import optim_path
 from ..errors import HypernetError
 from ..optim import optimizer_train_mode
 from .guard import Guard, GuardEvent
@@ -161,4 +164,31 @@ class Watch:
         for text, warning in messages:
             trainer.message(text, warning)
         optimizer_train_mode(trainer.optimizer)
+        self._set_aside_later_snapshots(best.step)
         return True
+
+    def _set_aside_later_snapshots(self, best_step: int) -> None:
+        """Rename the snapshots of the abandoned stretch (steps after the best) to ``<name>-<k>-rolled-back.pt``:
+        kept for the user, but no longer a run's newest checkpoint, so resuming after a kill goes on from the
+        weights the guard chose, not from the ones it rejected."""
+        trainer = self.trainer
+        pattern = re.compile(re.escape(trainer.name) + r"-(\d+)\.pt")
+        moved = []
+        for path in sorted(trainer.out_dir.iterdir()):
+            match = pattern.fullmatch(path.name)
+            if not match or int(match.group(1)) <= best_step:
+                continue
+            target = path.with_name(f"{path.stem}-rolled-back.pt")
+            try:
+                sidecar = optim_path(path)
+                if sidecar.is_file():
+                    os.replace(sidecar, optim_path(target))
+                os.replace(path, target)
+            except OSError as err:
+                trainer.message(f"{path.name} could not be set aside ({err}); a resume from the newest snapshot "
+                                f"would pick it: resume from {self.best_path.name} instead", warning=True)
+                continue
+            moved.append(target.name)
+        if moved:
+            trainer.message(f"snapshots after the best step set aside (kept, never resumed from by default): "
+                            f"{', '.join(moved)}")
