@@ -110,12 +110,12 @@ def save_checkpoint(network, path: PathLike, optimizer: Optional[torch.optim.Opt
 
 
 def remove_stale_temps(folder: PathLike, name: str) -> List[Path]:
-    """Delete the temporary files a killed run named ``name`` left in ``folder`` (``.<name>[-<step>].pt.*.tmp``,
+    """Delete the temporary files a killed run named ``name`` left in ``folder`` (``.<name>[-<step>|-best].pt.*.tmp``,
     their ``.optim`` and ``.safetensors`` kin); returns what was removed. Other runs' files are not touched."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    ours = re.compile(re.escape(name) + r"(-\d+)?\.(pt|pt\.optim|safetensors)")
+    ours = re.compile(re.escape(name) + r"(-\d+|-best)?\.(pt|pt\.optim|safetensors)")
     removed = []
     for entry in folder.iterdir():
         match = TEMP_NAME.match(entry.name)

@@ -62,6 +62,47 @@ class ConfigMixin:
         return dataclasses.replace(self, **changes)
 
 
+def whole_number(name: str, value, minimum: Optional[int] = None) -> int:
+    """``value`` as an int for config field ``name``: 3, 3.0, "3" and " 3.0 " give 3; a bool, a fraction or text
+    that is no number is a ConfigError naming the field, and so is a value below ``minimum``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = int(value)
+    else:
+        found = _float_or_none(value)
+        if found is None or not found.is_integer():
+            raise ConfigError(f"{name}: {value!r} must be a whole number")
+        number = int(found)
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name}: {number} must be at least {minimum}")
+    return number
+
+
+def real_number(name: str, value, low: Optional[float] = None, high: Optional[float] = None,
+                note: str = "") -> float:
+    """``value`` as a finite float for config field ``name``, within [low, high] where given; otherwise a
+    ConfigError naming the field, the value and the bounds (``note`` is added, e.g. " (0: off)")."""
+    number = _float_or_none(value)
+    if number is None or (low is not None and number < low) \
+            or (high is not None and number > high):
+        if low is not None and high is not None:
+            bounds = f" between {low:g} and {high:g}"
+        else:
+            bounds = f" >= {low:g}" if low is not None else (f" <= {high:g}" if high is not None else "")
+        raise ConfigError(f"{name}: {value!r} must be a number{bounds}{note}")
+    return number
+
+
+def _float_or_none(value) -> Optional[float]:
+    """A finite float from a number or numeric text; None for bools, other types, text and inf/nan."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _floats(name: str, value) -> Tuple[float, ...]:
     if isinstance(value, str):
         pieces = [p.strip() for p in value.split(",") if p.strip()]
@@ -270,6 +311,21 @@ class NetworkConfig(ConfigMixin):
             raise ConfigError(f"dropout_structure: {excerpt(list(ds))} must start and end with 0 (there is no dropout "
                               "on the input or after the output layer)")
         return ds
+
+    def describe(self) -> str:
+        """The structure in one line, as ``inspect`` shows it and errors about a file's weights quote it:
+        '1, 2, 1; activation relu; init Normal; layer norm; dropout 0, 0.1, 0'."""
+        parts = [", ".join(f"{x:g}" for x in self.layer_structure), f"activation {self.activation}",
+                 f"init {self.weight_init}"]
+        if self.add_layer_norm:
+            parts.append("layer norm")
+        if any(self.dropout_structure):
+            parts.append("dropout " + ", ".join(f"{x:g}" for x in self.dropout_structure))
+        if self.activate_output and self.activation != "linear" and not self.skip_connection:
+            parts.append("activated output")
+        if self.skip_connection:
+            parts.append("skip connections" + (" (Linear upsample)" if self.upsample == "Linear" else ""))
+        return "; ".join(parts)
 
     @property
     def webui_expressible(self) -> bool:

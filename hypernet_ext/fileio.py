@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 PathLike = Union[str, os.PathLike]
 MAX_NAME = 200  # characters; file systems allow 255 bytes, and suffixes such as "-12000.pt.optim" follow
+NAME_CHARS = "._- "   # what webui keeps of a hypernetwork name besides letters and digits
 
 
 @contextlib.contextmanager
@@ -93,6 +94,19 @@ def check_name(name, what: str = "name") -> str:
         raise ConfigError(f"{what}: {text[:80]!r} {problem}; a name must be a plain file name such as "
                           "'my-style', which stays inside its folder")
     return text
+
+
+def clean_name(name, what: str = "name") -> str:
+    """A network name made ready to name files, the same way wherever it comes from (TrainConfig, a CLI option,
+    a name read from a file): what check_name refuses (path separators, a leading dot, ...) is an error; then,
+    as webui's create tab does, only letters, digits and '._- ' are kept (``'style: v2?'`` -> ``'style v2'``),
+    and the result is checked again (it must not end up empty or start with a dot)."""
+    text = check_name(name, what)
+    cleaned = "".join(c for c in text if c.isalnum() or c in NAME_CHARS).strip()
+    if not cleaned:
+        raise ConfigError(f"{what}: {text[:80]!r} has no letters or digits; a name keeps only letters, digits and "
+                          f"'{NAME_CHARS}' (as in webui), e.g. 'my-style'")
+    return check_name(cleaned, what)
 
 
 def _blocking_file(path: Path, what: str):

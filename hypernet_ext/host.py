@@ -1,11 +1,12 @@
 """The protocols between the trainer and whatever runs the diffusion model.
 
 HostModel wraps a model (ldm LatentDiffusion standalone, webui's sd_model inside webui, sgm for SDXL);
-Callbacks carries progress, previews and stop requests to the caller. The trainer uses nothing else.
+Callbacks carries progress, previews, validation results, guard actions and stop requests to the caller.
+The trainer uses nothing else.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Protocol, runtime_checkable
+from typing import Any, Dict, List, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -39,7 +40,8 @@ class HostModel(Protocol):
 
 
 class Callbacks:
-    """Default callbacks: do nothing, never stop. Subclass and override what you need."""
+    """Default callbacks: do nothing, never stop. Subclass and override what you need; methods added later
+    keep doing nothing by default, so older subclasses go on working."""
 
     def on_progress(self, step: int, total: int, loss: Optional[float], lr: float, eta_s: Optional[float]) -> None:
         pass
@@ -52,6 +54,15 @@ class Callbacks:
 
     def on_message(self, text: str) -> None:
         pass
+
+    def on_validation(self, step: int, val_loss: float, effect: Dict[int, float],
+                      weight_norm: Dict[int, float]) -> None:
+        """A validation result: the loss and, per attention width, the effect size (mean |f(x)| / |x|) and
+        the weight norm. Step 0 (or the first step of a continued run) is the baseline before training."""
+
+    def on_guard(self, step: int, action: str, reason: str, text: str) -> None:
+        """The overtraining guard acted at ``step``: ``action`` (warn, lower-lr, rollback, stop) for
+        ``reason`` (validation, effect, diverging); ``text`` is the message (also sent to on_message)."""
 
     def should_stop(self) -> bool:
         return False

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from .config import ConfigMixin
+from .config import ConfigMixin, real_number, whole_number
 from .errors import ConfigError
 from .schedule_strings import END, Piece, Schedule, _step_index, parse_pieces, parse_schedule
 
@@ -118,16 +118,16 @@ class ScheduleConfig(ConfigMixin):
         self.learn_rate = _schedule_text("learn_rate", self.learn_rate)
         if mode != "none":
             self.clip_grad_value = _schedule_text("clip_grad_value", self.clip_grad_value)
-        self.warmup_steps = _int("warmup_steps", self.warmup_steps, 0)
-        self.warmup_start = _number("warmup_start", self.warmup_start, 0.0, 1.0)
-        self.cycle_steps = _int("cycle_steps", self.cycle_steps, 1)
-        self.cycle_mult = _number("cycle_mult", self.cycle_mult, 1.0, None)
-        self.cycle_warmup = _int("cycle_warmup", self.cycle_warmup, 0)
+        self.warmup_steps = whole_number("warmup_steps", self.warmup_steps, 0)
+        self.warmup_start = real_number("warmup_start", self.warmup_start, 0.0, 1.0)
+        self.cycle_steps = whole_number("cycle_steps", self.cycle_steps, 1)
+        self.cycle_mult = real_number("cycle_mult", self.cycle_mult, 1.0, None)
+        self.cycle_warmup = whole_number("cycle_warmup", self.cycle_warmup, 0)
         if self.cycle_warmup >= self.cycle_steps:
             raise ConfigError(f"cycle_warmup: {self.cycle_warmup} must be below cycle_steps ({self.cycle_steps}); "
                               "a cycle needs steps left to anneal")
-        self.min_lr = _number("min_lr", self.min_lr, 0.0, None)
-        self.gamma = _number("gamma", self.gamma, 0.0, 1.0)
+        self.min_lr = real_number("min_lr", self.min_lr, 0.0, None)
+        self.gamma = real_number("gamma", self.gamma, 0.0, 1.0)
         if self.gamma == 0:
             raise ConfigError("gamma: 0 would make every cycle after the first flat at min_lr; give 0 < gamma <= 1")
 
@@ -195,22 +195,3 @@ def _schedule_text(name: str, value) -> str:
     except ConfigError as err:
         raise ConfigError(f"{name}: {err}") from None
     return str(value).strip()
-
-
-
-def _int(name: str, value, minimum: int) -> int:
-    number = _number(name, value, minimum, None, kind="a whole number")
-    if number != int(number):
-        raise ConfigError(f"{name}: {value!r} must be a whole number >= {minimum}")
-    return int(number)
-
-
-def _number(name: str, value, low: float, high: Optional[float], kind: str = "a number") -> float:
-    try:
-        number = None if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or not math.isfinite(number) or number < low or (high is not None and number > high):
-        bounds = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
-        raise ConfigError(f"{name}: {value!r} must be {kind} {bounds}")
-    return number

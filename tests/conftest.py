@@ -64,7 +64,7 @@ def small_data_config(folder, **changes):
 
 @pytest.fixture(scope="session")
 def shapes_dataset(tiny_ldm, shapes_dir):
-    """shapes_dir encoded by the tiny model's VAE (a LatentDataset; batch(step) is pure)."""
+    """shapes_dir encoded by the tiny model's VAE (a LatentDataset; micro_batch(index) is pure)."""
     from hypernet_ext.data import prepare_dataset
     from hypernet_ext.standalone.ldm_host import LdmHost
 

@@ -75,7 +75,7 @@ def test_newest_complete_picks_the_highest_step_whose_optim_matches(tmp_path):
 def test_the_next_run_in_the_folder_removes_the_temporary_files_a_kill_left(tmp_path, ldm_host, shapes_dataset):
     pytest.importorskip("ldm")
     left = [tmp_path / n for n in (".hn-2.pt.abcd1234.tmp", ".hn.pt.optim.x_y9zz00.tmp",
-                                   ".hn.safetensors.q1w2e3r4.tmp")]
+                                   ".hn.safetensors.q1w2e3r4.tmp", ".hn-best.pt.optim.abcd1234.tmp")]
     kept = [tmp_path / n for n in (".other.pt.abcd1234.tmp", ".hn.pt.optim.tmp", "notes.tmp", ".hn-2.pt.abcd1234.bak")]
     for path in left + kept:
         path.write_bytes(b"half a file")

@@ -84,3 +84,17 @@ def test_convert_to_pt_explains_when_webui_cannot_load_the_result(tmp_path, capl
         assert main(["convert", str(src), str(tmp_path / "skip.pt")]) == 0
     assert "skip connections" in caplog.text and "vanilla webui cannot load it" in caplog.text
     assert formats.describe(tmp_path / "skip.pt").format == formats.PEER_PT
+
+
+def test_inspect_and_a_weight_error_describe_the_structure_in_the_same_words(tmp_path, capsys):
+    path = formats.save(network(activation="relu", add_layer_norm=True, use_dropout=True,
+                                dropout_structure=(0, 0.1, 0)), tmp_path / "n.pt")
+    tree = torch.load(path, weights_only=True)
+    tree["layer_structure"] = [1, 3, 1]   # settings edited without the weights
+    torch.save(tree, path)
+    assert main(["inspect", str(path)]) == 0
+    structure = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("structure:"))
+    described = structure.split(":", 1)[1].strip()
+    assert described.startswith("1, 3, 1; activation relu")
+    assert main(["convert", str(path), str(tmp_path / "n.safetensors")]) == 2
+    assert f"({described})" in capsys.readouterr().err

@@ -11,11 +11,16 @@ from hypernet_ext.data import DataConfig
 from hypernet_ext.optim import OptimizerConfig
 from hypernet_ext.schedules import ScheduleConfig
 from hypernet_ext.standalone.commands import train as train_command
+from hypernet_ext.standalone.commands.stopping import find_lr_config
 from hypernet_ext.standalone.commands.train import data_config, network_config, train_config
 from hypernet_ext.standalone.demo import tiny_model_hash
 from hypernet_ext.training import TrainConfig
+from hypernet_ext.training.config import FindLRConfig, GuardConfig, ValidationConfig
 
-CONFIGS = (DataConfig, ScheduleConfig, TrainConfig, NetworkConfig, OptimizerConfig)
+CONFIGS = (DataConfig, ScheduleConfig, TrainConfig, NetworkConfig, OptimizerConfig, ValidationConfig, GuardConfig,
+           FindLRConfig)
+# the nested configs' options: --<prefix><field-name>
+PREFIX = {ValidationConfig: "--val-", GuardConfig: "--guard-", FindLRConfig: "--find-lr-"}
 # fields whose option is not --field-name
 OPTION_OF = {
     (DataConfig, "data_dir"): "--data",
@@ -34,12 +39,16 @@ OPTION_OF = {
     (TrainConfig, "save_optimizer"): "--no-save-optimizer",
     (OptimizerConfig, "name"): "--optimizer",
     (OptimizerConfig, "kwargs"): "--optimizer-args",
+    (ValidationConfig, "data_dir"): "--val-data",
+    (GuardConfig, "action"): "--guard",
 }
 # fields without an option of their own, and why
 EXCLUDED = {
     (NetworkConfig, "lenient"): "internal: readers set it for loaded files; never a user setting",
     (TrainConfig, "optimizer"): "nested OptimizerConfig: its fields have their own options",
     (TrainConfig, "schedule"): "nested ScheduleConfig: its fields have their own options",
+    (TrainConfig, "validation"): "nested ValidationConfig: its fields have their own options",
+    (TrainConfig, "guard"): "nested GuardConfig: its fields have their own options",
 }
 
 
@@ -48,7 +57,7 @@ def config_fields():
 
 
 def option_of(cls, name):
-    return OPTION_OF.get((cls, name), "--" + name.replace("_", "-"))
+    return OPTION_OF.get((cls, name), PREFIX.get(cls, "--") + name.replace("_", "-"))
 
 
 def train_parser():
@@ -72,7 +81,7 @@ def test_every_config_field_has_an_option_with_the_fields_help(cls, name):
     options = actions()
     option = option_of(cls, name)
     assert option in options, f"{cls.__name__}.{name} has no option {option}"
-    assert help_of(cls, name) in options[option].help
+    assert help_of(cls, name) in options[option].help.replace("%%", "%")   # argparse's escape for %
 
 
 def test_every_option_has_help():
@@ -98,6 +107,11 @@ FULL = [
     "--normal-std", "0.02", "--layer-norm", "--use-dropout", "--dropout-structure", "0,0.2,0",
     "--last-layer-dropout", "--activate-output", "--skip-connection", "--upsample", "Linear",
     "--network-seed", "11", "--info", "notes",
+    "--val-every", "50", "--val-split", "0.2", "--val-data", "val", "--val-timesteps", "8", "--val-max-images", "4",
+    "--val-seed", "3", "--guard", "stop", "--guard-margin", "0.05", "--guard-patience", "2",
+    "--guard-max-effect", "1.5", "--guard-diverge-steps", "2", "--guard-lr-factor", "0.25", "--guard-max-actions", "3",
+    "--find-lr-start", "1e-6", "--find-lr-end", "0.1", "--find-lr-steps", "50", "--find-lr-blowup", "3",
+    "--find-lr-smoothing", "0.5",
 ]
 EXPECTED = {
     DataConfig: dict(data_dir="imgs", recursive=True, name="hn", template="captions_only", resize="fixed", width=256,
@@ -117,6 +131,10 @@ EXPECTED = {
                         weight_init="XavierNormal", normal_std=0.02, add_layer_norm=True, use_dropout=True,
                         dropout_structure=(0.0, 0.2, 0.0), last_layer_dropout=True, activate_output=True,
                         skip_connection=True, upsample="Linear", seed=11, info="notes"),
+    ValidationConfig: dict(every=50, split=0.2, data_dir="val", timesteps=8, max_images=4, seed=3),
+    GuardConfig: dict(action="stop", margin=0.05, patience=2, max_effect=1.5, diverge_steps=2, lr_factor=0.25,
+                      max_actions=3),
+    FindLRConfig: dict(start=1e-6, end=0.1, steps=50, blowup=3.0, smoothing=0.5),
 }
 
 
@@ -124,7 +142,8 @@ def test_a_full_command_line_reaches_every_field():
     args = train_parser().parse_args(FULL)
     train = train_config(args)
     built = {DataConfig: data_config(args), ScheduleConfig: train.schedule, TrainConfig: train,
-             OptimizerConfig: train.optimizer, NetworkConfig: network_config(args)}
+             OptimizerConfig: train.optimizer, NetworkConfig: network_config(args), ValidationConfig: train.validation,
+             GuardConfig: train.guard, FindLRConfig: find_lr_config(args)}
     for cls, name in config_fields():
         assert getattr(built[cls], name) == EXPECTED[cls][name], f"{cls.__name__}.{name}"
         # every value differs from the default, so an option that is parsed but not passed on shows up here
@@ -137,6 +156,7 @@ def test_defaults_of_the_command_line_are_the_configs_defaults():
     assert data_config(args) == DataConfig(data_dir="imgs", name="hn")
     assert train_config(args) == TrainConfig(name="hn")
     assert network_config(args) == NetworkConfig(sizes=(768,))
+    assert find_lr_config(args) == FindLRConfig() and not args.find_lr
 
 
 def test_auto_sizes_are_the_models_widths():
@@ -167,7 +187,7 @@ def test_another_model_seed_does_not_reuse_cached_latents(shapes_dir, tiny_cache
         host = train_command.build_host(args)
         assert host.model_id == tiny_model_hash(seed)
         dataset = prepare_dataset(data_config(args), host.encode_images, host.scale_factor, model_id=host.model_id)
-        latents[seed] = dataset.batch(0).latents
+        latents[seed] = dataset.micro_batch(0).latents
         files.append(len(list(cache.iterdir())))
     assert files[1] == 2 * files[0] > 0     # the second model encoded the images itself
     assert not torch.equal(latents[0], latents[1])

@@ -1,5 +1,5 @@
 """The data layer on tiny synthetic images and a fake encoder: captions, prompts, buckets, flips, repeats,
-latent sampling, alpha weights, the latent cache, batch(step) purity and bad data."""
+latent sampling, alpha weights, the latent cache, micro_batch(index) purity and bad data."""
 import math
 import os
 import random
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from hypernet_ext.data import DataConfig, images, prepare_dataset
-from hypernet_ext.data.buckets import assign_bucket, cover_crop, make_buckets
+from hypernet_ext.data.buckets import assign_bucket, contain_pad, cover_crop, make_buckets
 from hypernet_ext.data.captions import (
     caption_from_name,
     file_words,
@@ -150,6 +150,76 @@ def test_cover_crop_covers_and_crops_the_minimum(size, bucket):
     assert abs(rw / rh - size[0] / size[1]) < 0.02   # aspect ratio kept
 
 
+def default_buckets():
+    cfg = DataConfig(data_dir="x")
+    return make_buckets(cfg.pixel_budget, cfg.min_side, cfg.max_side, cfg.divisor)
+
+
+def test_bucket_mode_keeps_every_pixel_and_pads_at_most_a_seventh():
+    """With the default settings (512x512 budget, sides 256-1024 in steps of 64) and every aspect ratio from
+    1:4 to 4:1, an image is scaled to fit inside its bucket whole (nothing cut off, its aspect ratio kept) and
+    at most 14.1% of the bucket is padding; bucket-crop cuts off up to 14.1% of the image instead."""
+    buckets = default_buckets()
+    worst_pad = worst_crop = 0.0
+    for x in np.linspace(math.log(1 / 4), math.log(4), 801):
+        w, h = max(1, round(1000 * math.exp(x))), 1000
+        bw, bh = bucket = assign_bucket(w, h, buckets)
+        (rw, rh), (left, top, right, bottom) = contain_pad(w, h, bucket)
+        assert (right - left, bottom - top) == (rw, rh) and 0 <= left and right <= bw and 0 <= top and bottom <= bh
+        assert rw == bw or rh == bh                                   # as large as the bucket allows
+        assert abs(rw / rh - w / h) <= (w / h) * (1 / min(rw, rh))  # whole: only rounding changes the ratio
+        assert abs((left + right) - bw) <= 1 and abs((top + bottom) - bh) <= 1   # centred
+        worst_pad = max(worst_pad, 1 - rw * rh / (bw * bh))
+        (cw, ch), _ = cover_crop(w, h, bucket)
+        worst_crop = max(worst_crop, 1 - bw * bh / (cw * ch))
+    assert 0.13 < worst_pad <= 0.141 and 0.13 < worst_crop <= 0.141
+    (cw, ch), (left, _, right, _) = cover_crop(1000, 700, assign_bucket(1000, 700, buckets))
+    assert (right - left) / cw == pytest.approx(0.9)   # bucket-crop: a 1000x700 image loses 10% of its width
+
+
+def test_padding_gets_loss_weight_0_and_the_image_the_rest(folder):
+    img = save(folder, "wide.png", 100, 70, seed=4)     # 1000x700 scaled down: bucket 80x48 with divisor 16
+    cfg = config(folder, divisor=16, flip=1.0)
+    ds = prepare(cfg)
+    sample, = ds.samples
+    assert sample.bucket == (80, 48)
+    assert contain_pad(100, 70, (80, 48)) == ((69, 48), (5, 0, 74, 48))
+    fitted = np.asarray(images.fit_image(img.convert("RGB"), (80, 48), "bucket"))
+    assert np.array_equal(fitted[:, 5:74], np.asarray(img.resize((69, 48), Image.BICUBIC)))   # all of it
+    assert (fitted[:, :5] == fitted[:, 5:6]).all() and (fitted[:, 74:] == fitted[:, 73:74]).all()   # edge repeated
+    assert torch.allclose(sample.latents[0].mean * SCALE, expected_mean(Image.fromarray(fitted)), atol=1e-5)
+    weight = sample.weight[0]   # latent columns of 8 pixels: the first holds 3 image pixels, the last 2
+    coverage = torch.tensor([3, 8, 8, 8, 8, 8, 8, 8, 8, 2]) / 8
+    assert torch.allclose(weight, (coverage / coverage.mean()).expand(6, 10))
+    batch = ds.micro_batch(0)
+    assert batch.flipped == [True] and torch.equal(batch.weights[0], sample.weight.flip(-1))
+    cropped = prepare(cfg.replace(resize="bucket-crop")).samples[0]
+    assert cropped.weight is None   # the old way: cover and centre-crop
+    (cw, ch), crop_box = cover_crop(100, 70, (80, 48))
+    expected = expected_mean(img.resize((cw, ch), Image.BICUBIC).crop(crop_box))
+    assert torch.allclose(cropped.latents[0].mean * SCALE, expected, atol=1e-5)
+
+
+def test_alpha_weights_are_0_on_the_padding_too(folder, tmp_path):
+    rgba = picture(100, 70, 3, "RGBA")
+    rgba.putalpha(255)
+    rgba.save(folder / "opaque.png")
+    with_alpha = prepare(config(folder, divisor=16, use_alpha_weight=True)).samples[0].weight
+    picture(100, 70, 3).save(tmp_path / "plain.png")
+    without = prepare(config(tmp_path, divisor=16)).samples[0].weight
+    assert with_alpha[0, :, 0].max() < 1 and torch.allclose(with_alpha, without, atol=1e-6)
+
+
+def test_a_batch_mixing_padded_and_exact_images_weighs_the_exact_ones_1(folder):
+    save(folder, "exact.png", 80, 48, seed=1)
+    save(folder, "wide.png", 100, 70, seed=2)
+    ds = prepare(config(folder, divisor=16, batch_size=2))
+    batch = ds.micro_batch(0)
+    exact = batch.paths.index(str(folder / "exact.png"))
+    assert torch.equal(batch.weights[exact], torch.ones(1, 6, 10))
+    assert batch.weights[1 - exact].min() < 1
+
+
 # --------------------------------------------------------------------------------------------- captions
 
 def webui_filename_text(filename, word_regex, join):
@@ -194,7 +264,7 @@ def test_by_default_a_file_name_caption_keeps_its_tags_for_shuffle_and_dropout(f
     (tmp_path / "t.txt").write_text("[filewords]", encoding="utf-8")
     ds = prepare(config(folder, template=str(tmp_path / "t.txt"), shuffle_tags=True))
     assert [s.caption for s in ds.samples] == ["girl, solo, red hair"]
-    prompts = {ds.batch(k).prompts[0] for k in range(60)}
+    prompts = {ds.micro_batch(k).prompts[0] for k in range(60)}
     assert {tuple(sorted(p.split(", "))) for p in prompts} == {("girl", "red hair", "solo")}
     assert len(prompts) == 6   # every order of the three tags
 
@@ -272,7 +342,7 @@ def test_template_line_is_fresh_per_sample_with_name_and_filewords(folder, tmp_p
     lines = [f"line{i} [name] [filewords]" for i in range(8)]
     (tmp_path / "t.txt").write_text("\n".join(lines), encoding="utf-8")
     ds = prepare(config(folder, template=str(tmp_path / "t.txt"), shuffle_tags=True, tag_dropout=0.2))
-    prompts = [ds.batch(k).prompts[0] for k in range(200)]
+    prompts = [ds.micro_batch(k).prompts[0] for k in range(200)]
     assert {p.split()[0] for p in prompts} == {f"line{i}" for i in range(8)}   # one image, every line used
     assert all(p.split()[1] == "zzz" and "[" not in p for p in prompts)
     words = Counter(p.split(" ", 2)[2] for p in prompts)
@@ -297,7 +367,7 @@ def test_batches_hold_one_bucket_so_mixed_shapes_train_with_batch_size_above_1(f
     assert ds.steps_per_epoch == 2 + 2 + 1
     seen = Counter()
     for k in range(ds.steps_per_epoch):
-        b = ds.batch(k)
+        b = ds.micro_batch(k)
         assert 1 <= len(b) <= 2 and b.latents.dtype == torch.float32 and b.latents.device.type == "cpu"
         buckets = {s.bucket for s in ds.samples if s.path in b.paths}
         assert len(buckets) == 1
@@ -305,17 +375,17 @@ def test_batches_hold_one_bucket_so_mixed_shapes_train_with_batch_size_above_1(f
         assert b.latents.shape == (len(b), 4, h // 8, w // 8)
         seen.update(b.paths)
     assert sorted(seen.values()) == [1] * n   # one epoch = every image once
-    assert sum(len(ds.batch(k)) for k in range(ds.steps_per_epoch)) == n
+    assert sum(len(ds.micro_batch(k)) for k in range(ds.steps_per_epoch)) == n
 
 
 def test_repeats_multiply_the_epoch(folder):
     n = mixed_folder(folder)
     one, three = prepare(config(folder, batch_size=1)), prepare(config(folder, batch_size=1, repeats=3))
     assert three.steps_per_epoch == 3 * one.steps_per_epoch == 3 * n
-    seen = Counter(p for k in range(three.steps_per_epoch) for p in three.batch(k).paths)
+    seen = Counter(p for k in range(three.steps_per_epoch) for p in three.micro_batch(k).paths)
     assert set(seen.values()) == {3}
     two = prepare(config(folder, batch_size=2, repeats=2))
-    seen = Counter(p for k in range(two.steps_per_epoch) for p in two.batch(k).paths)
+    seen = Counter(p for k in range(two.steps_per_epoch) for p in two.micro_batch(k).paths)
     assert set(seen.values()) == {2} and len(seen) == n
 
 
@@ -323,29 +393,30 @@ def test_epochs_are_reshuffled(folder):
     mixed_folder(folder)
     ds = prepare(config(folder))
     orders = {tuple(p for k in range(e * ds.steps_per_epoch, (e + 1) * ds.steps_per_epoch)
-                    for p in ds.batch(k).paths) for e in range(4)}
+                    for p in ds.micro_batch(k).paths) for e in range(4)}
     assert len(orders) > 1
 
 
-def test_batch_of_a_step_is_a_pure_function_of_seed_and_step(folder):
+def test_a_micro_batch_is_a_pure_function_of_seed_and_index(folder):
     mixed_folder(folder)
     cfg = config(folder, batch_size=2, flip=0.5, shuffle_tags=True, tag_dropout=0.3, latent_sampling="random",
                  repeats=2)
     a, b = prepare(cfg), prepare(cfg)
     steps = [0, 1, 5, 17, 3, 40, 5]
-    straight = {k: a.batch(k) for k in range(41)}
+    straight = {k: a.micro_batch(k) for k in range(41)}
     for k in steps:   # out of order, repeated, and from a fresh data set: all the same
-        for other in (a.batch(k), b.batch(k)):
+        for other in (a.micro_batch(k), b.micro_batch(k)):
             ref = straight[k]
             assert other.prompts == ref.prompts and other.paths == ref.paths and other.flipped == ref.flipped
             assert torch.equal(other.latents, ref.latents)
     resumed = list(b.iter_batches(17, 20))
-    assert [x.step for x in resumed] == [17, 18, 19]
-    assert all(torch.equal(x.latents, straight[x.step].latents) for x in resumed)
+    assert [x.index for x in resumed] == [17, 18, 19]
+    assert all(torch.equal(x.latents, straight[x.index].latents) for x in resumed)
     c = prepare(cfg.replace(seed=1))
-    assert any(c.batch(k).paths != a.batch(k).paths or c.batch(k).prompts != a.batch(k).prompts for k in range(5))
+    assert any(c.micro_batch(k).paths != a.micro_batch(k).paths or c.micro_batch(k).prompts != a.micro_batch(k).prompts
+               for k in range(5))
     with pytest.raises(ValueError):
-        a.batch(-1)
+        a.micro_batch(-1)
 
 
 # -------------------------------------------------------------------------------------- latents and flips
@@ -366,19 +437,16 @@ def test_flip_encodes_the_mirrored_image(folder, w, h):
     ds = prepare(config(folder, flip=1.0, max_side=256), enc)
     assert enc.images == 2   # the image and its mirror image, each encoded once
     (bw, bh), = ds.buckets
-    fitted = img if (w, h) == (bw, bh) else None
-    if fitted is None:
-        (rw, rh), box = cover_crop(w, h, (bw, bh))
-        fitted = img.resize((rw, rh), Image.BICUBIC).crop(box)
+    fitted = images.fit_image(img, (bw, bh), "bucket")
     mirrored = fitted.transpose(Image.FLIP_LEFT_RIGHT)
     for k in range(3):
-        b = ds.batch(k)
+        b = ds.micro_batch(k)
         assert b.flipped == [True]
         assert torch.allclose(b.latents[0], expected_mean(mirrored), atol=1e-5)
     plain = prepare(config(folder, flip=0.0, max_side=256))
-    assert torch.allclose(plain.batch(0).latents[0], expected_mean(fitted), atol=1e-5)
+    assert torch.allclose(plain.micro_batch(0).latents[0], expected_mean(fitted), atol=1e-5)
     half = prepare(config(folder, flip=0.5, max_side=256))
-    flips = [half.batch(k).flipped[0] for k in range(200)]
+    flips = [half.micro_batch(k).flipped[0] for k in range(200)]
     assert 60 < sum(flips) < 140
 
 
@@ -386,14 +454,14 @@ def test_latent_sampling_modes(folder):
     img = save(folder, "a.png", seed=2)
     mean = expected_mean(img)
     det = prepare(config(folder, latent_sampling="deterministic"))
-    assert all(torch.allclose(det.batch(k).latents[0], mean, atol=1e-6) for k in range(3))
+    assert all(torch.allclose(det.micro_batch(k).latents[0], mean, atol=1e-6) for k in range(3))
     once = prepare(config(folder, latent_sampling="once"))
-    first = once.batch(0).latents[0]
+    first = once.micro_batch(0).latents[0]
     assert not torch.allclose(first, mean, atol=1e-3)
-    assert all(torch.equal(once.batch(k).latents[0], first) for k in range(1, 5))   # same sample every epoch
-    assert torch.equal(prepare(config(folder, latent_sampling="once")).batch(3).latents[0], first)
+    assert all(torch.equal(once.micro_batch(k).latents[0], first) for k in range(1, 5))   # same sample every epoch
+    assert torch.equal(prepare(config(folder, latent_sampling="once")).micro_batch(3).latents[0], first)
     rnd = prepare(config(folder, latent_sampling="random"))
-    draws = torch.stack([rnd.batch(k).latents[0] for k in range(300)])
+    draws = torch.stack([rnd.micro_batch(k).latents[0] for k in range(300)])
     assert len({d.sum().item() for d in draws}) == 300   # a fresh sample each step
     std = torch.exp(0.5 * (-2.0 + 0.1 * mean / SCALE)) * SCALE
     assert torch.allclose(draws.mean(0), mean, atol=5 * float(std.max()) / 300 ** 0.5)
@@ -418,7 +486,7 @@ def test_alpha_channel_becomes_a_loss_weight_with_mean_1(folder):
     rgba.save(folder / "cut.png")
     save(folder, "plain.png", seed=2)
     ds = prepare(config(folder, use_alpha_weight=True, flip=1.0, batch_size=2))
-    b = ds.batch(0)
+    b = ds.micro_batch(0)
     assert b.weights.shape == (2, 1, 8, 8)
     cut = b.paths.index(str(folder / "cut.png"))
     w = b.weights[cut, 0]
@@ -426,7 +494,7 @@ def test_alpha_channel_becomes_a_loss_weight_with_mean_1(folder):
     assert torch.equal(b.weights[1 - cut], torch.ones(1, 8, 8))   # no alpha: weight 1
     unflipped = next(s for s in ds.samples if s.path.endswith("cut.png")).weight[0]
     assert torch.all(unflipped[:, :4] == 0) and torch.all(unflipped[:, 4:] == 2)
-    assert prepare(config(folder)).batch(0).weights is None
+    assert prepare(config(folder)).micro_batch(0).weights is None
 
 
 def test_fully_transparent_image_is_skipped_with_alpha_weights(folder):
@@ -452,8 +520,8 @@ def test_cache_hit_calls_encode_zero_times(folder, tmp_path):
     second = prepare(cfg, second_enc, model_id="m1")
     assert second_enc.calls == 0 and second.summary.from_cache == 2 * len(second)
     for k in range(12):
-        assert torch.equal(first.batch(k).latents, second.batch(k).latents)
-        assert first.batch(k).prompts == second.batch(k).prompts
+        assert torch.equal(first.micro_batch(k).latents, second.micro_batch(k).latents)
+        assert first.micro_batch(k).prompts == second.micro_batch(k).prompts
     other = FakeEncoder()
     prepare(cfg, other, model_id="m2")   # another model: encode again
     assert other.images == 2 * len(first)
@@ -494,7 +562,7 @@ def test_unreadable_and_too_small_images_are_skipped_and_counted(folder):
     assert s.found == 5 and s.used == 2 and s.ignored_files == 1 and s.skipped_count == 3
     assert s.skipped["too small"] == [str(folder / "tiny.png")]
     assert sorted(s.skipped["unreadable"]) == [str(folder / "broken.png"), str(truncated)]
-    assert sorted(ds.batch(k).paths[0] for k in range(2)) == [str(good), str(folder / "thin.png")]
+    assert sorted(ds.micro_batch(k).paths[0] for k in range(2)) == [str(good), str(folder / "thin.png")]
     assert progress[-1] == (3, 3) and "5 images found" in str(s)
 
 

@@ -37,13 +37,14 @@ def test_v_prediction_models_are_recognised(tiny_ldm_v):
 
 
 def write_checkpoint(tiny_ldm, tiny_cache, folder, suffix=".safetensors", use_checkpoint=False):
-    """tiny_ldm's weights (text encoder left out, as in SD files) and its ldm yaml, written to ``folder``."""
+    """tiny_ldm's weights (the text encoder's too, as in SD files: it is built without weights) and its ldm yaml,
+    written to ``folder``."""
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
     from hypernet_ext.standalone.demo import tiny_clip_dir
 
-    weights = {k: v.contiguous() for k, v in tiny_ldm.state_dict().items() if not k.startswith("cond_stage_model.")}
+    weights = {k: v.contiguous() for k, v in tiny_ldm.state_dict().items()}
     path = folder / f"tiny{suffix}"
     if suffix == ".safetensors":
         save_file(weights, str(path))

@@ -117,9 +117,9 @@ def test_train_config_rejects_bad_values(field, value, match):
 
 
 def test_train_config_round_trips_through_a_dict():
-    config = TrainConfig(name="my/net?", steps=20, optimizer={"name": "sgd", "kwargs": "momentum=0.9"},
+    config = TrainConfig(name="my net?", steps=20, optimizer={"name": "sgd", "kwargs": "momentum=0.9"},
                          schedule={"learn_rate": "1e-3:10, 1e-4:-1", "clip_grad_mode": "norm"})
-    assert config.name == "mynet"
+    assert config.name == "my net"
     data = config.to_dict()
     assert data["optimizer"]["name"] == "SGD" and data["schedule"]["clip_grad_mode"] == "norm"
     again = TrainConfig.from_dict(dict(data, unknown_key=1))

@@ -24,7 +24,7 @@ class Counting:
 def test_dataset_prompts_lists_every_prompt_the_stream_gives(shapes_dataset):
     prompts = dataset_prompts(shapes_dataset)
     assert prompts is not None and len(prompts) == len(set(prompts))
-    seen = {p for step in range(40) for p in shapes_dataset.batch(step).prompts}
+    seen = {p for step in range(40) for p in shapes_dataset.micro_batch(step).prompts}
     assert seen <= set(prompts)
     assert dataset_prompts(shapes_dataset, limit=1) is None
 

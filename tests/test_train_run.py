@@ -1,7 +1,8 @@
 """End-to-end runs on the tiny ldm model: exactly the expected files, a frozen base, gradient checkpointing,
 gradient accumulation, non-finite steps (skipped, then a stop at the last good checkpoint), fp16 loss-scale
 overflows (through a stand-in scaler: GradScaler needs CUDA), stop requests and Ctrl-C, previews through the
-callbacks, and the effective learning rate of LR-free optimizers in progress and logs."""
+callbacks, the effective learning rate of LR-free optimizers in progress and logs, and the validation and guard
+columns of the loss log."""
 import csv
 import math
 
@@ -20,6 +21,7 @@ from hypernet_ext.training import logs as logs_module
 from hypernet_ext.training import step as step_module
 from hypernet_ext.training.logs import COLUMNS, TrainingLog, read_loss_csv
 from hypernet_ext.training.step import NON_FINITE_GRADIENT, NON_FINITE_LOSS, OVERFLOW, StepOutcome
+from hypernet_ext.training.validation import ValidationResult
 
 pytest.importorskip("ldm")
 
@@ -91,6 +93,25 @@ def test_log_dir_takes_the_loss_log_away_from_the_checkpoints(ldm_host, shapes_d
     assert [r["step"] for r in read_loss_csv(logs / "hypernetwork_loss.csv")] == [1, 2]
 
 
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_snapshots_hold_the_weights_of_the_step_they_are_named_after(ldm_host, shapes_dataset, tmp_path):
+    """Not only their step field: <name>-6.pt of a 6-step run is <name>.pt, and <name>-4.pt is what a separate
+    4-step run ends with (dropout on, a schedule with a drop: both are functions of the step)."""
+    fields = dict(use_dropout=True, dropout_structure=(0, 0.1, 0))
+    schedule = {"learn_rate": "2e-3:3, 1e-3:-1"}
+    _, six = train(ldm_host, shapes_dataset, tmp_path / "six", network=small_net(**fields), save_every=2,
+                   schedule=schedule)
+    files = {name: formats.load(tmp_path / "six" / f"{name}.pt") for name in ("hn-2", "hn-4", "hn-6", "hn")}
+    assert same_weights(files["hn-6"], files["hn"]) and same_weights(files["hn"], six)
+    _, four = train(ldm_host, shapes_dataset, tmp_path / "four", network=small_net(**fields), steps=4,
+                    schedule=schedule)
+    assert four.step == 4 and same_weights(files["hn-4"], four)
+    assert not same_weights(files["hn-2"], files["hn-4"]) and not same_weights(files["hn-4"], files["hn-6"])
+
+
 def test_base_stays_frozen_and_only_the_network_changes(ldm_host, tiny_ldm, shapes_dataset, tmp_path):
     before = {k: v.clone() for k, v in tiny_ldm.state_dict().items()}
     net = small_net()
@@ -131,9 +152,9 @@ def test_gradient_accumulation_uses_consecutive_batches(ldm_host, shapes_dataset
         def __init__(self, inner):
             self.inner = inner
 
-        def batch(self, index):
+        def micro_batch(self, index):
             seen.append(index)
-            return self.inner.batch(index)
+            return self.inner.micro_batch(index)
 
         def __getattr__(self, name):
             return getattr(self.inner, name)
@@ -282,10 +303,13 @@ def test_lr_free_optimizers_report_d_times_lr(ldm_host, shapes_dataset, tmp_path
 
 class FakeWriter:
     def __init__(self):
-        self.scalars = []
+        self.scalars, self.texts = [], []
 
     def add_scalar(self, tag, value, step):
         self.scalars.append((tag, value, step))
+
+    def add_text(self, tag, text, step):
+        self.texts.append((tag, text, step))
 
     def close(self):
         pass
@@ -300,7 +324,7 @@ def test_the_log_writes_the_effective_rate_and_keeps_an_older_files_columns(tmp_
     with open(tmp_path / "new" / "hypernetwork_loss.csv", newline="", encoding="utf-8") as f:
         lines = list(csv.reader(f))
     assert tuple(lines[0]) == COLUMNS and COLUMNS[:5] == ("step", "epoch", "epoch_step", "loss", "learn_rate")
-    assert [line[-1] for line in lines[1:]] == ["2e-06", "0.001"]
+    assert [line[COLUMNS.index("effective_lr")] for line in lines[1:]] == ["2e-06", "0.001"]
     assert ("Effective learn rate/train", 2e-6, 1) in writer.scalars
     assert [t for t, _, s in writer.scalars if s == 2 and "Effective" in t] == []
     old = tmp_path / "old" / "hypernetwork_loss.csv"
@@ -309,6 +333,33 @@ def test_the_log_writes_the_effective_rate_and_keeps_an_older_files_columns(tmp_
     TrainingLog(tmp_path / "old", tensorboard=False).write(2, 0, 2, 0.25, 1e-3, 0.5, None, 2e-6)
     assert old.read_text(encoding="utf-8").splitlines() == ["step,epoch,epoch_step,loss,learn_rate",
                                                             "1,0,1,0.5,0.001", "2,0,2,0.2500000,0.001"]
+
+
+def test_validation_and_guard_cells_reach_the_csv_and_tensorboard(tmp_path, monkeypatch):
+    writer = FakeWriter()
+    monkeypatch.setattr(logs_module, "tensorboard_writer", lambda folder: writer)
+    log = TrainingLog(tmp_path / "new", every=5, widths=(320, 768))
+    cells = dict(ValidationResult(3, 0.5, {320: 0.1, 768: 0.25}, {320: 3.0, 768: 4.0}).cells(), lr_factor="0.5")
+    log.write(3, 0, 3, 0.25, 1e-3, 0.5, None, extra=cells)             # not a logged step, but validated
+    log.write(4, 0, 4, 0.25, 1e-3, 0.5, None, extra={"lr_factor": "0.5"})   # neither: no row
+    log.write(6, 0, 6, 0.25, 1e-3, 0.5, None, extra={"lr_factor": "0.25", "guard": "lower-lr"})
+    rows = read_loss_csv(tmp_path / "new" / "hypernetwork_loss.csv")
+    assert [(r["step"], r["guard"]) for r in rows] == [(3, ""), (6, "lower-lr")]
+    assert (rows[0]["val_loss"], rows[0]["effect"], rows[0]["effect_320"], rows[0]["weight_norm_768"]) == (
+        0.5, 0.25, 0.1, 4.0)
+    assert rows[0]["weight_norm"] == pytest.approx(5.0) and rows[1]["lr_factor"] == 0.25
+    with open(tmp_path / "new" / "hypernetwork_loss.csv", encoding="utf-8") as f:
+        header = f.readline().strip().split(",")
+    assert header == list(COLUMNS) + ["effect_320", "effect_768", "weight_norm_320", "weight_norm_768"]
+    tags = {(tag, step) for tag, _, step in writer.scalars}
+    assert {("Loss/validation", 3), ("Effect size/768", 3), ("Weight norm/all", 3), ("Effect size/largest", 3),
+            ("Learn rate factor/train", 6)} <= tags and writer.texts == [("Guard", "lower-lr", 6)]
+    old = tmp_path / "old" / "hypernetwork_loss.csv"
+    old.parent.mkdir()
+    old.write_text("step,epoch,epoch_step,loss,learn_rate\n1,0,1,0.5,0.001\n", encoding="utf-8")   # webui's
+    TrainingLog(tmp_path / "old", tensorboard=False, widths=(768,)).write(2, 0, 2, 0.25, 1e-3, 0.5, None,
+                                                                         extra=cells)
+    assert old.read_text(encoding="utf-8").splitlines()[0] == "step,epoch,epoch_step,loss,learn_rate"
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(ldm_host, shapes_dataset, tmp_path):

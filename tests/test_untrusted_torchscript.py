@@ -111,9 +111,11 @@ def test_a_checkpoint_with_torchscript_records_is_refused(tmp_path, payload):
 
 @pytest.mark.parametrize("start", ["--resume", "--network"])
 def test_webuis_pair_of_files_with_payloads_trains_without_running_them(tmp_path, payload, shapes_dir, tiny_cache,
-                                                                         monkeypatch, caplog, start):
-    """webui's hypernetwork folder: <name>.pt and <name>.pt.optim; the .optim is a TorchScript archive. Training
-    goes on with a fresh optimizer and a warning; a .pt with the records is refused before the model is built."""
+                                                                         monkeypatch, caplog, capsys, start):
+    """webui's hypernetwork folder: <name>.pt and <name>.pt.optim; the .optim is a TorchScript archive. --resume
+    refuses to start (it cannot resume exactly; the error says why and points to --network), --network never
+    reads the .optim and trains with a fresh optimizer; a .pt with the records is refused before the model is
+    built. Nothing from either file runs."""
     pytest.importorskip("ldm")
     monkeypatch.setenv("HYPERNET_EXT_CACHE", str(tiny_cache))
     script, marker = payload
@@ -125,11 +127,16 @@ def test_webuis_pair_of_files_with_payloads_trains_without_running_them(tmp_path
             "--save-every", "0", "--template", "captions_only", "--resize", "fixed", "--width", "32", "--height",
             "32", "--min-side", "16", "--batch-size", "2", "--no-tensorboard", "--no-safetensors", "--device", "cpu",
             start, str(path)]
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         code = main(argv)
     assert not marker.exists()
-    assert code == 0 and "TorchScript" in caplog.text and "fresh optimizer" in caplog.text
-    assert (tmp_path / "out" / "style.pt").is_file()
+    if start == "--resume":
+        err = capsys.readouterr().err
+        assert code == 2 and "was refused" in err and "TorchScript" in err and f"--network {path}" in err
+        assert not (tmp_path / "out").exists()
+    else:
+        assert code == 0 and "fresh optimizer" in caplog.text and "TorchScript" not in caplog.text
+        assert (tmp_path / "out" / "style.pt").is_file()
 
     evil = with_torchscript(path, script, folder / "evil.pt")
     monkeypatch.setattr("hypernet_ext.standalone.commands.train.build_host",

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from hypernet_ext import create, formats
-from hypernet_ext.webui.train_request import SET_BY_SESSION, SOURCES, request_fields
+from hypernet_ext.webui.train_request import SET_BY_SESSION, nested_configs, request_fields, sources
 
 pytest.importorskip("ldm")
 pytest.importorskip("fastapi")
@@ -38,17 +38,20 @@ def test_create_list_train_and_poll(webui, train_images):
     item = listed[0]
     assert item["sizes"] == webui.session.model_widths() and item["format"] == "webui-pt" and item["step"] == 0
     assert len(item["hash"]) == 64 and item["structure"]["layer_structure"] == [1.0, 1.5, 1.0]
-    response = client.post(f"{BASE}/train", json=dict(FAST, network="style", data_dir=str(train_images), steps=3))
+    response = client.post(f"{BASE}/train", json=dict(FAST, network="style", data_dir=str(train_images), steps=3,
+                                                      val_every=2, val_max_images=2, val_timesteps=1))
     assert response.status_code == 200, response.text
     job_id = response.json()["job_id"]
     assert response.json()["task_id"] == f"task(hypernet-ext-{job_id})"
     body = poll(client, job_id)
     assert body["state"] == "done" and body["step"] == body["total"] == 3, body
     assert body["files"] and body["error"] is None and body["history"] is None
+    assert [v["step"] for v in body["validation"]] == [0, 2] and body["validation"][0]["loss"] > 0
     history = client.get(f"{BASE}/jobs/{job_id}", params={"history": "true"}).json()["history"]
     assert [row["step"] for row in history] == [1, 2, 3]
     assert 0 < history[0]["time"] < history[1]["time"] < history[2]["time"]
-    assert client.get(f"{BASE}/networks").json()[0]["step"] == 3
+    listed = {n["name"]: n["step"] for n in client.get(f"{BASE}/networks").json()}
+    assert listed["style"] == 3 and set(listed) <= {"style", "style-best"}   # the best snapshot is listed too
 
 
 def test_creating_over_an_existing_file_needs_overwrite(webui):
@@ -93,6 +96,8 @@ def test_bad_create_requests_name_the_field(webui, body, field, text):
     ({"network": "../hn"}, 422, "network", "path separator"),
     ({"batch_size": "two"}, 422, "batch_size", None),
     ({"bogus": 1}, 422, "bogus", None),
+    ({"val_every": -1}, 422, "val_every", "validation.every"),
+    ({"guard_action": "explode"}, 422, "guard_action", "explode"),
 ])
 def test_bad_train_requests_name_the_field(webui, train_images, body, status, field, text):
     formats.save(create(sizes=(768,), name="hn"), webui.hn_dir / "hn.pt")
@@ -106,6 +111,20 @@ def test_bad_train_requests_name_the_field(webui, train_images, body, status, fi
     else:
         assert detail["field"] == field and text in detail["error"], detail
     assert webui.session.jobs == {}
+
+
+def test_options_of_nested_configs_reach_them(webui):
+    from hypernet_ext.webui import settings
+    from hypernet_ext.webui.train_request import build_plan, option_default
+
+    plan = build_plan({"val_every": 5, "val_split": 0.25, "guard_action": "stop", "optimizer": "SGD",
+                       "optimizer_args": "momentum=0.9", "learn_rate": "1e-4", "seed": 3}, "hn", "out", "logs",
+                      False, lambda option: option_default(option, settings.get, settings.webui_option))
+    train = plan.train
+    assert (train.validation.every, train.validation.split, train.guard.action) == (5, 0.25, "stop")
+    assert (train.optimizer.name, train.optimizer.kwargs, train.schedule.learn_rate) == ("SGD", {"momentum": 0.9},
+                                                                                         "1e-4")
+    assert train.seed == plan.data.seed == 3   # one seed, as on the command line
 
 
 def test_lowvram_is_a_conflict(webui, train_images):
@@ -166,9 +185,12 @@ def test_without_api_there_are_no_routes(tiny_ldm, tmp_path, monkeypatch):
 
 def test_the_train_request_covers_every_config_field_and_shows_on_the_openapi_page(webui):
     covered = {target for spec in request_fields().values() for target in spec.targets}
-    for cls in SOURCES:
+    nested = {cls for _, cls in nested_configs()}
+    assert {"OptimizerConfig", "ScheduleConfig", "ValidationConfig", "GuardConfig"} <= {c.__name__ for c in nested}
+    for cls, _ in sources():
         for f in dataclasses.fields(cls):
-            if (cls, f.name) not in SET_BY_SESSION and not f.metadata.get("internal"):
+            if (cls, f.name) not in SET_BY_SESSION and not f.metadata.get("internal") and \
+                    not any(getattr(f.type, "__name__", f.type) == n.__name__ for n in nested):
                 assert (cls, f.name) in covered, f"{cls.__name__}.{f.name}"
     schema = webui.client().get("/openapi.json").json()
     train = schema["components"]["schemas"]["HypernetExtTrainRequest"]

@@ -1,7 +1,7 @@
 """Training data: images and captions in, a deterministic stream of (latents, prompts, loss weights) out.
 
-``prepare_dataset(DataConfig(...), encode, scale_factor)`` builds a LatentDataset whose ``batch(step)`` is a
-pure function of the seed and the step. Modules: config, buckets, captions, images, cache, prepare, dataset.
+``prepare_dataset(DataConfig(...), encode, scale_factor)`` builds a LatentDataset whose ``micro_batch(index)`` is
+a pure function of the seed and the index. Modules: config, buckets, captions, images, cache, prepare, dataset.
 """
 from .buckets import assign_bucket, cover_crop, make_buckets
 from .captions import DEFAULT_TEMPLATE, load_template, read_caption, shipped_templates

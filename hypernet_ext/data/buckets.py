@@ -1,7 +1,8 @@
 """Aspect-ratio buckets as pure functions of image sizes.
 
 ``make_buckets`` lists the bucket sizes a pixel budget allows, ``assign_bucket`` picks the one whose aspect
-ratio is closest to an image's, and ``cover_crop`` says how to resize the image to cover it and centre-crop.
+ratio is closest to an image's; ``contain_pad`` says how to resize the image to fit inside it whole (the rest is
+padding), ``cover_crop`` how to resize it to cover the bucket and centre-crop.
 """
 from __future__ import annotations
 
@@ -61,3 +62,16 @@ def cover_crop(width: int, height: int, bucket: Size) -> Tuple[Size, Box]:
     left = (rw - bw) // 2
     top = (rh - bh) // 2
     return (rw, rh), (left, top, left + bw, top + bh)
+
+
+def contain_pad(width: int, height: int, bucket: Size) -> Tuple[Size, Box]:
+    """How to fit a width x height image to ``bucket`` whole: the size to resize it to (the largest that fits
+    inside the bucket with the aspect ratio kept) and the centred box it takes in the bucket; the rest of the
+    bucket is padding."""
+    bw, bh = bucket
+    scale = min(bw / width, bh / height)
+    rw = min(bw, max(1, round(width * scale)))
+    rh = min(bh, max(1, round(height * scale)))
+    left = (bw - rw) // 2
+    top = (bh - rh) // 2
+    return (rw, rh), (left, top, left + rw, top + rh)

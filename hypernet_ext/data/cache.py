@@ -15,12 +15,12 @@ from ..fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: 'bucket' pads instead of cropping (version 1's crops are 'bucket-crop' now)
 
 
 def cache_key(file_sha256: str, mode: str, bucket: Tuple[int, int], flipped: bool, model_id: str) -> str:
-    """Everything that decides the moments of one encoded image: its bytes, how it was fitted (fixed stretch
-    or cover-crop, and to which size), whether it was flipped, and the encoding model."""
+    """Everything that decides the moments of one encoded image: its bytes, how it was fitted (fixed stretch,
+    pad or cover-crop, and to which size), whether it was flipped, and the encoding model."""
     return (f"hypernet_ext-latents v{CACHE_VERSION}|{file_sha256}|{mode}|{bucket[0]}x{bucket[1]}|"
             f"{'flipped' if flipped else 'plain'}|{model_id}")
 

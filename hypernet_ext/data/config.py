@@ -11,11 +11,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..config import ConfigMixin
+from ..config import ConfigMixin, real_number, whole_number
 from ..errors import ConfigError
 from .captions import DEFAULT_JOIN, DEFAULT_TEMPLATE, DEFAULT_WORD_REGEX
 
-RESIZE_MODES = ("bucket", "fixed")
+RESIZE_MODES = ("bucket", "bucket-crop", "fixed")
+BUCKET_MODES = ("bucket", "bucket-crop")
 LATENT_SAMPLING = ("once", "deterministic", "random")
 VAE_FACTOR = 8   # every SD VAE downsamples by 8: image sides must be multiples of it
 
@@ -32,8 +33,10 @@ class DataConfig(ConfigMixin):
                 "subject, subject_filewords) or the path of a .txt file, one prompt per line with [name] / "
                 "[filewords]."})
     resize: str = field(default="bucket", metadata={
-        "help": "bucket: keep each image's aspect ratio (aspect-ratio buckets, minimal centre crop); "
-                "fixed: stretch every image to width x height, as webui does."})
+        "help": "bucket: each image whole in the aspect-ratio bucket closest to it, scaled to fit inside; the "
+                "strip left over is padding with loss weight 0. bucket-crop: scaled to cover the bucket and "
+                "centre-cropped (loses up to about a tenth of the longer side). fixed: stretch every image to "
+                "width x height, as webui does."})
     width: int = field(default=512, metadata={"help": "Image width in fixed mode; with height, the bucket area."})
     height: int = field(default=512, metadata={"help": "Image height in fixed mode; with width, the bucket area."})
     bucket_pixels: Optional[int] = field(default=None, metadata={
@@ -78,22 +81,24 @@ class DataConfig(ConfigMixin):
         self.resize = _choice("resize", self.resize, RESIZE_MODES)
         self.latent_sampling = _choice("latent_sampling", self.latent_sampling, LATENT_SAMPLING)
         for name in ("width", "height"):
-            value = _int(name, getattr(self, name), 8)
+            value = whole_number(name, getattr(self, name), 8)
             if value % VAE_FACTOR:
                 raise ConfigError(f"{name}: {value} is not a multiple of {VAE_FACTOR} (the VAE works in 8x8 blocks)")
             setattr(self, name, value)
-        self.divisor = _int("divisor", self.divisor, VAE_FACTOR)
+        self.divisor = whole_number("divisor", self.divisor, VAE_FACTOR)
         if self.divisor % VAE_FACTOR:
             raise ConfigError(f"divisor: {self.divisor} must be a multiple of {VAE_FACTOR}, e.g. 64")
-        self.min_side = _int("min_side", self.min_side, 1)
-        self.max_side = _int("max_side", self.max_side, 1)
-        self.bucket_pixels = None if self.bucket_pixels in (None, "", 0) else _int("bucket_pixels",
-                                                                                     self.bucket_pixels, 1)
-        self.batch_size = _int("batch_size", self.batch_size, 1)
-        self.repeats = _int("repeats", self.repeats, 1)
-        self.seed = _int("seed", self.seed, None)
-        self.flip = _probability("flip", self.flip)
-        self.tag_dropout = _probability("tag_dropout", self.tag_dropout)
+        self.min_side = whole_number("min_side", self.min_side, 1)
+        self.max_side = whole_number("max_side", self.max_side, 1)
+        if self.bucket_pixels in (None, "", 0):
+            self.bucket_pixels = None
+        else:
+            self.bucket_pixels = whole_number("bucket_pixels", self.bucket_pixels, 1)
+        self.batch_size = whole_number("batch_size", self.batch_size, 1)
+        self.repeats = whole_number("repeats", self.repeats, 1)
+        self.seed = whole_number("seed", self.seed, None)
+        self.flip = real_number("flip", self.flip, 0.0, 1.0)
+        self.tag_dropout = real_number("tag_dropout", self.tag_dropout, 0.0, 1.0)
         self.filename_regex = "" if self.filename_regex is None else str(self.filename_regex)
         self.filename_join = "" if self.filename_join is None else str(self.filename_join)
         if self.filename_regex:
@@ -106,7 +111,7 @@ class DataConfig(ConfigMixin):
             if groups > 1:   # re.findall would give tuples, which cannot be joined (webui fails there too)
                 raise ConfigError(f"filename_regex: {self.filename_regex!r} has {groups} groups; use at most one "
                                   "(its text is what is kept), e.g. (?:...) for the others")
-        if self.resize == "bucket":
+        if self.resize in BUCKET_MODES:
             self._check_buckets()
 
     def _check_buckets(self):
@@ -130,25 +135,3 @@ def _choice(name: str, value, allowed) -> str:
     if text not in allowed:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
     return text
-
-
-def _int(name: str, value, minimum: Optional[int]) -> int:
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-        raise ConfigError(f"{name}: {value!r} must be a whole number")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} must be a whole number") from None
-    if minimum is not None and number < minimum:
-        raise ConfigError(f"{name}: {number} must be at least {minimum}")
-    return number
-
-
-def _probability(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} must be a number between 0 and 1") from None
-    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
-        raise ConfigError(f"{name}: {value!r} must be a number between 0 and 1")
-    return number

@@ -1,9 +1,10 @@
 """LatentDataset: prepared samples (latent moments on CPU, captions, alpha weights) and the data stream.
 
-The stream is a pure function of (seed, step): ``batch(step)`` gives the same batch in every run, so a run
-resumed at step k sees exactly the batches a straight run would. An epoch is every image ``repeats`` times,
-grouped into single-bucket batches, in an order drawn from (seed, epoch); the per-sample choices (template
-line, tag shuffle and dropout, flip, latent noise) are drawn from (seed, step, position in the batch).
+The stream is a pure function of (seed, index): ``micro_batch(i)`` gives the same batch in every run, so a run
+resumed at step k sees exactly the batches a straight run would (optimizer step k with gradient accumulation a
+uses micro-batches a*k .. a*k + a - 1). An epoch is every image ``repeats`` times, grouped into single-bucket
+batches, in an order drawn from (seed, epoch); the per-sample choices (template line, tag shuffle and dropout,
+flip, latent noise) are drawn from (seed, index, position in the batch).
 """
 from __future__ import annotations
 
@@ -44,17 +45,17 @@ class Sample:
     caption: str
     bucket: Size
     latents: Tuple[LatentSource, ...]   # [0]: as is; [1]: flipped horizontally (present when flip > 0)
-    weight: Optional[torch.Tensor]      # (1, h, w) alpha loss weight with mean 1, or None
+    weight: Optional[torch.Tensor]      # (1, h, w) loss weight with mean 1 (alpha, 0 on padding), or None
 
 
 @dataclass
 class Batch:
-    """What the trainer gets for one step. Tensors are float32 on CPU."""
-    step: int
+    """One micro-batch (the trainer's step accumulates grad_accum of them). Tensors are float32 on CPU."""
+    index: int                          # the micro-batch index it was made for
     epoch: int
     latents: torch.Tensor               # (B, C, h, w), already multiplied by the scale factor
     prompts: List[str]
-    weights: Optional[torch.Tensor]     # (B, 1, h, w) when use_alpha_weight, else None
+    weights: Optional[torch.Tensor]     # (B, 1, h, w) loss weights (alpha, padding) when a sample has one, else None
     paths: List[str]
     flipped: List[bool]
 
@@ -90,9 +91,6 @@ class LatentDataset:
         """The bucket sizes in use, sorted."""
         return list(self.groups)
 
-    def epoch_of(self, step: int) -> int:
-        return step // self.steps_per_epoch
-
     def epoch_plan(self, epoch: int) -> List[List[int]]:
         """The batches of one epoch as lists of sample indices. Each bucket's images, each ``repeats`` times,
         are shuffled and cut into batches of batch_size (the last one of a bucket may be smaller, so every
@@ -110,41 +108,44 @@ class LatentDataset:
         self._plan = (epoch, batches)
         return batches
 
-    def batch(self, step: int) -> Batch:
-        """The batch of optimizer step ``step`` (0-based): a pure function of the config's seed and ``step``."""
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-            raise ValueError(f"step must be a whole number >= 0, not {step!r}")
-        step = int(step)
-        epoch, position = divmod(step, self.steps_per_epoch)
-        indices = self.epoch_plan(epoch)[position]
+    def micro_batch(self, index: int) -> Batch:
+        """Micro-batch ``index`` (0-based) of the stream: a pure function of the config's seed and ``index``.
+        Optimizer step k with gradient accumulation a trains on micro-batches a*k .. a*k + a - 1."""
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
+            raise ValueError(f"index must be a whole number >= 0, not {index!r}")
+        index = int(index)
+        epoch, position = divmod(index, self.steps_per_epoch)
+        members = self.epoch_plan(epoch)[position]
         cfg = self.config
         latents, prompts, weights, paths, flipped = [], [], [], [], []
-        for slot, index in enumerate(indices):
-            sample = self.samples[index]
-            rng = random.Random(mix_seed(cfg.seed, "sample", step, slot))
+        for slot, member in enumerate(members):
+            sample = self.samples[member]
+            rng = random.Random(mix_seed(cfg.seed, "sample", index, slot))
             prompts.append(make_prompt(self.template_lines, cfg.name, sample.caption, cfg.shuffle_tags,
                                        cfg.tag_dropout, rng))
             flip = cfg.flip > 0 and len(sample.latents) > 1 and rng.random() < cfg.flip
             source = sample.latents[1 if flip else 0]
             latent = source.mean
             if source.std is not None:
-                noise = torch.randn(source.mean.shape, generator=generator(cfg.seed, "noise", step, slot))
+                noise = torch.randn(source.mean.shape, generator=generator(cfg.seed, "noise", index, slot))
                 latent = source.mean + source.std * noise
             latents.append(latent * self.scale_factor)
-            if sample.weight is not None:
-                weights.append(sample.weight.flip(-1) if flip else sample.weight)
+            weights.append(None if sample.weight is None else sample.weight.flip(-1) if flip else sample.weight)
             paths.append(sample.path)
             flipped.append(flip)
-        stacked_weights = torch.stack(weights) if cfg.use_alpha_weight and weights else None
-        return Batch(step=step, epoch=epoch, latents=torch.stack(latents), prompts=prompts,
+        stacked_weights = None
+        if any(w is not None for w in weights):   # alpha, or padding: the others in the batch weigh 1
+            ones = torch.ones((1,) + tuple(latents[0].shape[-2:]))
+            stacked_weights = torch.stack([ones if w is None else w for w in weights])
+        return Batch(index=index, epoch=epoch, latents=torch.stack(latents), prompts=prompts,
                      weights=stacked_weights, paths=paths, flipped=flipped)
 
-    def iter_batches(self, start_step: int = 0, end_step: Optional[int] = None) -> Iterator[Batch]:
-        """batch(k) for k = start_step, start_step + 1, ... (up to end_step, exclusive, when given)."""
-        step = start_step
-        while end_step is None or step < end_step:
-            yield self.batch(step)
-            step += 1
+    def iter_batches(self, start: int = 0, end: Optional[int] = None) -> Iterator[Batch]:
+        """micro_batch(i) for i = start, start + 1, ... (up to end, exclusive, when given)."""
+        index = start
+        while end is None or index < end:
+            yield self.micro_batch(index)
+            index += 1
 
     def __repr__(self) -> str:
         buckets = ", ".join(f"{w}x{h}: {len(ids)}" for (w, h), ids in self.groups.items())

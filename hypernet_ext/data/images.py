@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .buckets import Size, cover_crop
+from .buckets import Size, contain_pad, cover_crop
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,36 @@ def load_image(path: Path, want_alpha: bool) -> Tuple[Image.Image, Optional[Imag
 
 
 def fit_image(img: Image.Image, bucket: Size, mode: str) -> Image.Image:
-    """``img`` at the bucket's size: stretched in 'fixed' mode (as webui does), otherwise resized to cover the
-    bucket with its aspect ratio kept and centre-cropped."""
+    """``img`` at the bucket's size: stretched in 'fixed' mode (as webui does); in 'bucket-crop' mode resized to
+    cover the bucket with its aspect ratio kept and centre-cropped; in 'bucket' mode resized to fit inside whole
+    and padded: an RGB image by repeating its edge pixels (no hard border for the VAE to encode), an alpha
+    channel (mode L) with 0. pad_mask tells the padding apart."""
     if img.size == tuple(bucket):
         return img
     if mode == "fixed":
         return img.resize(tuple(bucket), _RESAMPLE.BICUBIC)
-    resized, box = cover_crop(img.size[0], img.size[1], bucket)
-    return img.resize(resized, _RESAMPLE.BICUBIC).crop(box)
+    if mode == "bucket-crop":
+        resized, box = cover_crop(img.size[0], img.size[1], bucket)
+        return img.resize(resized, _RESAMPLE.BICUBIC).crop(box)
+    resized, (left, top, right, bottom) = contain_pad(img.size[0], img.size[1], bucket)
+    array = np.asarray(img.resize(resized, _RESAMPLE.BICUBIC))
+    widths = ((top, bucket[1] - bottom), (left, bucket[0] - right)) + ((0, 0),) * (array.ndim - 2)
+    if img.mode == "L":
+        return Image.fromarray(np.pad(array, widths, mode="constant", constant_values=0), "L")
+    return Image.fromarray(np.pad(array, widths, mode="edge"), img.mode)
+
+
+def pad_mask(size: Size, bucket: Size, mode: str) -> Optional[Image.Image]:
+    """Where an image of ``size`` lies in its bucket (mode L: 255 on the image, 0 on the padding), or None when
+    it fills the bucket (every mode but 'bucket', or an exact fit)."""
+    if mode != "bucket" or tuple(size) == tuple(bucket):
+        return None
+    _, box = contain_pad(size[0], size[1], bucket)
+    if box == (0, 0) + tuple(bucket):
+        return None
+    mask = Image.new("L", tuple(bucket), 0)
+    mask.paste(255, box)
+    return mask
 
 
 def to_pixels(img: Image.Image) -> torch.Tensor:
@@ -84,9 +106,9 @@ def to_pixels(img: Image.Image) -> torch.Tensor:
 
 
 def alpha_weight(alpha: Image.Image, latent_hw: Tuple[int, int]) -> torch.Tensor:
-    """A per-pixel loss weight (1, h, w) from an alpha channel already fitted to the bucket: opacity averaged
-    over each latent pixel's area, scaled so the mean weight is 1 (the loss stays on the same scale as an
-    image without alpha). Fully transparent images are skipped before this (see fully_transparent).
+    """A per-pixel loss weight (1, h, w) from an alpha channel (or a pad_mask) already fitted to the bucket:
+    opacity averaged over each latent pixel's area, scaled so the mean weight is 1 (the loss stays on the same
+    scale as an image without alpha). Fully transparent images are skipped before this (see fully_transparent).
 
     webui also subtracts the smallest opacity first; we do not, so a uniformly half-transparent image weighs
     like an opaque one instead of dividing by zero, and the weight stays proportional to opacity."""

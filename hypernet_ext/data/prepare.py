@@ -17,7 +17,7 @@ from . import images
 from .buckets import Size, assign_bucket, make_buckets
 from .cache import cache_key, load_moments, save_moments
 from .captions import load_template, read_caption
-from .config import DataConfig
+from .config import BUCKET_MODES, DataConfig
 from .dataset import LatentDataset, LatentSource, Sample, generator
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class DataSummary:
 class _Item:
     path: Path
     caption: str
+    size: Size          # as used (after EXIF rotation)
     bucket: Size
 
 
@@ -145,7 +146,7 @@ def _plan(config: DataConfig, paths: List[Path], summary: DataSummary) -> List[_
         if width < 1 or height < 1:
             summary.skip(SKIP_UNREADABLE, path, f"{width}x{height}: no pixels")
             continue
-        if config.resize == "bucket" and max(width, height) < config.min_side:
+        if config.resize in BUCKET_MODES and max(width, height) < config.min_side:
             summary.skip(SKIP_TOO_SMALL, path, f"{width}x{height}, both sides below min_side {config.min_side}")
             continue
         try:
@@ -153,7 +154,7 @@ def _plan(config: DataConfig, paths: List[Path], summary: DataSummary) -> List[_
         except DataError as e:
             summary.skip(SKIP_UNREADABLE, path, str(e))
             continue
-        items.append(_Item(path, caption, assign_bucket(width, height, buckets)))
+        items.append(_Item(path, caption, (width, height), assign_bucket(width, height, buckets)))
     return items
 
 
@@ -219,12 +220,20 @@ def _prepare_chunk(chunk: List[_Item], variants, config: DataConfig, encode: Enc
     samples = []
     for x in loaded:
         sources = tuple(_source(x.moments[f], config, x.sha, f) for f in variants)
-        weight = None
-        if config.use_alpha_weight:
-            hw = tuple(sources[0].mean.shape[-2:])
-            weight = images.alpha_weight(x.alpha, hw) if x.alpha is not None else torch.ones(1, *hw)
-        samples.append(Sample(str(x.item.path), x.item.caption, x.item.bucket, sources, weight))
+        samples.append(Sample(str(x.item.path), x.item.caption, x.item.bucket, sources,
+                              _weight(x, config, tuple(sources[0].mean.shape[-2:]))))
     return samples
+
+
+def _weight(x: _Loaded, config: DataConfig, hw) -> Optional[torch.Tensor]:
+    """The loss weight (1, h, w) of an image: its alpha (padded with 0), else 0 on the padding around it in
+    'bucket' mode; None when every latent pixel counts the same (ones when alpha weights are on)."""
+    if x.alpha is not None:
+        return images.alpha_weight(x.alpha, hw)
+    mask = images.pad_mask(x.item.size, x.item.bucket, config.resize)
+    if mask is not None:
+        return images.alpha_weight(mask, hw)
+    return torch.ones(1, *hw) if config.use_alpha_weight else None
 
 
 def _encode(encode: Encode, pixels: torch.Tensor) -> torch.Tensor:

@@ -92,19 +92,6 @@ def make_config(path: Path, **fields) -> NetworkConfig:
                                 "an incompatible tool") from None
 
 
-def _structure(config: NetworkConfig) -> str:
-    parts = [f"layer structure {list(config.layer_structure)}", f"activation {config.activation}"]
-    if config.add_layer_norm:
-        parts.append("layer norm")
-    if any(config.dropout_structure):
-        parts.append(f"dropout {list(config.dropout_structure)}")
-    if config.skip_connection:
-        parts.append("skip connection" + (" (Linear upsample)" if config.upsample == "Linear" else ""))
-    elif config.activation != "linear":
-        parts.append(f"activate_output {config.activate_output}")
-    return ", ".join(parts)
-
-
 def check_state(path: Path, width: int, which: str, module: torch.nn.Module, state: dict,
                 config: NetworkConfig) -> None:
     """Raise FormatError unless ``state`` has exactly the keys and shapes ``module`` needs."""
@@ -126,7 +113,7 @@ def check_state(path: Path, width: int, which: str, module: torch.nn.Module, sta
     if bad_type:
         details.append(f"not tensors: {excerpt(bad_type)}")
     raise FormatError(path, f"the weights for width {width} ({which}) do not fit the structure the file declares "
-                            f"({_structure(config)}): {', '.join(details)}. The file is damaged, "
+                            f"({config.describe()}): {', '.join(details)}. The file is damaged, "
                             "or its settings were edited without its weights")
 
 

@@ -21,6 +21,7 @@ from typing import Dict, Optional
 import torch
 from PIL import Image, ImageDraw
 
+from ..fileio import child
 from .tiny import UNET_PRESETS, rerandomize_zero_init
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class Previewer:
         from ..training.preview import image_grid
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{self.name}-{step}.png"
+        path = child(self.folder, f"{self.name}-{step}.png", "name")
         image_grid([self.images()]).save(path)
         return path
 

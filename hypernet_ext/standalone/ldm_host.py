@@ -3,7 +3,8 @@
 ``LdmHost(model)`` gives the trainer what it needs (VAE moments, prompt conditioning, UNet prediction, noise
 schedule) plus ``decode_latents`` for previews. ``load_ldm_checkpoint(ckpt, config_yaml)`` builds the model
 from its yaml with omegaconf and ldm's instantiate_from_config (ldm's own checkpointing off: it would give a
-hypernetwork no gradient) and loads .safetensors or .ckpt weights safely.
+hypernetwork no gradient; text encoders without pretrained weights) and loads .safetensors or .ckpt weights
+safely, every weight the model uses from the checkpoint.
 """
 from __future__ import annotations
 
@@ -159,10 +160,13 @@ def _no_builtin_checkpointing(params) -> None:
 
 def load_ldm_checkpoint(ckpt, config_yaml, device="cpu", half: bool = False) -> LdmHost:
     """An LdmHost for a Stable Diffusion 1.x/2.x checkpoint (.safetensors or .ckpt, loaded without running code)
-    and its ldm yaml (e.g. v1-inference.yaml, v2-inference-v.yaml). The yaml's text encoder must be loadable
-    here: FrozenCLIPEmbedder and FrozenOpenCLIPEmbedder fetch their tokenizer and config from the hub or cache."""
+    and its ldm yaml (e.g. v1-inference.yaml, v2-inference-v.yaml). The text encoder is built from its
+    configuration, not downloaded: its weights come from the checkpoint like the rest; only CLIP's tokenizer
+    files (SD1) are read from the Hugging Face cache (see text_encoders.weightless_text_encoders)."""
     from ldm.util import instantiate_from_config
     from omegaconf import OmegaConf
+
+    from .text_encoders import weightless_text_encoders
 
     ckpt, config_yaml = Path(ckpt), Path(config_yaml)
     for path in (ckpt, config_yaml):
@@ -175,16 +179,36 @@ def load_ldm_checkpoint(ckpt, config_yaml, device="cpu", half: bool = False) -> 
     if "cond_stage_config" in params and "params" in params.cond_stage_config \
             and "device" in params.cond_stage_config.params:
         params.cond_stage_config.params.device = str(device)
-    model = instantiate_from_config(config.model)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    with weightless_text_encoders():
+        model = instantiate_from_config(config.model)
+    _load_weights(model, weights, ckpt, config_yaml.name)
     del weights
-    unet_missing = [k for k in missing if k.startswith("model.diffusion_model.")]
-    if unet_missing:
-        raise FormatError(ckpt, f"does not fit {config_yaml.name}: {len(unet_missing)} UNet weights missing, e.g. "
-                                f"{unet_missing[0]}; choose the yaml of this model family")
-    if missing or unexpected:
-        logger.info("%s: %d weights missing, %d unexpected (not UNet)", ckpt.name, len(missing), len(unexpected))
     if half:
         model.model.half()
     host = LdmHost(model, model_name=ckpt.stem, model_hash=short_hash(ckpt))
     return host.to(device)
+
+
+# what must come from the checkpoint: every parameter of these parts (the text encoder has no other source)
+_PARTS = (("model.diffusion_model.", "UNet"), ("cond_stage_model.", "text encoder"), ("first_stage_model.", "VAE"))
+# parameters ldm's encoders never use, which some checkpoints leave out (OpenCLIP's projection and logit scale)
+_UNUSED = ("cond_stage_model.model.text_projection", "cond_stage_model.model.logit_scale")
+
+
+def _load_weights(model: nn.Module, state: dict, ckpt: Path, yaml_name: str) -> None:
+    """Load the checkpoint's weights; FormatError when they do not fit or a part's parameters are missing."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:   # shapes differ
+        detail = " ".join(str(err).split())[:300]
+        raise FormatError(ckpt, f"does not fit {yaml_name} ({detail}); choose the yaml of this model family") from None
+    params = {name for name, _ in model.named_parameters()}
+    for prefix, part in _PARTS:
+        lost = [k for k in missing if k.startswith(prefix) and k in params and k not in _UNUSED]
+        if lost:
+            raise FormatError(ckpt, f"does not fit {yaml_name}: {len(lost)} {part} weights missing, e.g. {lost[0]}; "
+                                    "choose the yaml of this model family (the weights must all come from the "
+                                    "checkpoint)")
+    if missing or unexpected:
+        logger.info("%s: %d weights missing (buffers and unused), %d unexpected", ckpt.name, len(missing),
+                    len(unexpected))

@@ -1,6 +1,6 @@
 """Small pictures of a run without a UI: a deterministic DDIM sampler over any HostModel, image grids, and a
-loss plot drawn with PIL (no matplotlib). The sampler uses the host's predict, noise schedule and
-parameterisation (eps or v), draws its start noise from a local generator, and takes no guidance.
+loss plot (drawn with PIL by training.plots, no matplotlib). The sampler uses the host's predict, noise
+schedule and parameterisation (eps or v), draws its start noise from a local generator, and takes no guidance.
 """
 from __future__ import annotations
 
@@ -67,29 +67,9 @@ def image_grid(rows: Sequence[Sequence[Image.Image]], labels: Sequence[str] = ()
 def loss_plot(steps: Sequence[float], losses: Sequence[float], size: Tuple[int, int] = (640, 360),
               title: str = "loss") -> Image.Image:
     """Loss per step (grey) and its running mean (blue) on linear axes, with min/max labels."""
-    width, height = size
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
+    from .plots import BLUE, GREY, Panel, Series, chart, running_mean
+
     points = [(s, v) for s, v in zip(steps, losses) if math.isfinite(v)]
-    left, right, top, bottom = 60, width - 16, 28, height - 32
-    draw.rectangle((left, top, right, bottom), outline="black")
-    draw.text((left, 8), title, fill="black")
-    if not points:
-        draw.text((left + 8, top + 8), "no finite loss values", fill="black")
-        return image
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1e-6
-
-    def place(x, y):
-        return (left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top))
-
-    draw.line([place(x, y) for x, y in points], fill=(170, 170, 170), width=1)
-    window = max(1, len(points) // 10)
-    smooth = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1]) for i in range(len(ys))]
-    draw.line([place(x, y) for x, y in zip(xs, smooth)], fill=(30, 90, 200), width=2)
-    draw.text((4, top - 4), f"{y1:.4g}", fill="black")
-    draw.text((4, bottom - 8), f"{y0:.4g}", fill="black")
-    draw.text((left, bottom + 6), f"step {x0:g}", fill="black")
-    draw.text((right - 70, bottom + 6), f"step {x1:g}", fill="black")
-    return image
+    smooth = running_mean(ys, max(1, len(ys) // 10))
+    return chart([Panel([Series(xs, ys, GREY), Series(xs, smooth, BLUE, 2)], title)], size)

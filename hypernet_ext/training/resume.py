@@ -1,8 +1,9 @@
 """What a checkpoint's ``.optim`` carries for resuming, and restoring it into a trainer.
 
 Restores the optimizer state (then the user's current learning rate and optimizer arguments win), the gradient
-scaler, the RNG states, and checks the data position. Every problem becomes a visible message and a fresh
-optimizer, never a crash and never silence. webui's own sidecars (no resume state) restore the optimizer only.
+scaler, the RNG states and the overtraining guard's state, and checks the data position. Every problem becomes
+a visible message and a fresh optimizer, never a crash and never silence. webui's own sidecars (no resume state)
+restore the optimizer only.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def resume_state(trainer) -> dict:
                  "next_index": int(trainer.network.step) * config.grad_accum},
         "scaler": scaler.state_dict() if scaler.is_enabled() else {},
         "rng": ckpt.rng_state(),
+        "guard": trainer.watch.state_dict(),   # best validation loss, the guard's rate factor and history
     }
 
 
@@ -94,6 +96,7 @@ def _restore_state(trainer, resume: dict) -> Messages:
     if scaler.is_enabled() and resume.get("scaler"):
         scaler.load_state_dict(resume["scaler"])
     messages += _check_data(trainer, resume.get("data") or {}, resume.get("train") or {})
+    messages += trainer.watch.load_state_dict(resume.get("guard"))
     if resume.get("schedule") and resume["schedule"] != trainer.config.schedule.to_dict():
         messages.append(("the learning-rate schedule differs from the checkpoint's: using the one set now", False))
     return messages

@@ -209,11 +209,18 @@ class StepRunner:
             torch.nn.utils.clip_grad_norm_(self.params, clip)
 
 
+def cuda_devices(device) -> List[int]:
+    """The CUDA device indices torch.random.fork_rng must save and restore for work on ``device``."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
 @contextlib.contextmanager
 def _step_rng(device: torch.device, seed: int):
     """The global RNG (dropout draws from it) seeded from ``seed`` inside, and restored afterwards."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
+    devices = cuda_devices(device)
     with torch.random.fork_rng(devices=devices):
         torch.default_generator.manual_seed(seed)
         if devices:

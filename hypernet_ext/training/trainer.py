@@ -1,47 +1,38 @@
 """The training loop: a hypernetwork on a frozen host model, from a prepared data set, to checkpoint files.
 
 Talks to the model only through HostModel and to the caller only through Callbacks. Per step: learning rate
-and clip value from the schedule (pure functions of the step), one StepRunner step, the loss log, progress
-(with d * lr for LR-free optimizers), then a checkpoint and a preview when due. Non-finite steps are skipped;
-too many in a row stop the run (fp16 loss-scale overflows count only once the scale has fallen below 1).
+and clip value from the schedule (pure functions of the step; the rate times the guard's factor), one
+StepRunner step, the validation and the guard's decision when due (training.watch), the loss log, progress
+(with d * lr for LR-free optimizers), then a checkpoint, a preview, the best snapshot and the guard's action.
+Non-finite steps are skipped; too many in a row stop the run (fp16 loss-scale overflows count only once the
+scale has fallen below 1).
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional, Tuple
 
 import torch
 
 from .. import checkpoint as ckpt
 from ..attach import attach
 from ..errors import TrainingError
-from ..fileio import check_folder
+from ..fileio import check_folder, child, clean_name
 from ..host import Callbacks
 from ..optim import build_optimizer, effective_lr, is_lr_free, optimizer_eval_mode, optimizer_train_mode, set_lr
 from ..schedules import LRSchedule
 from .config import TrainConfig
 from .logs import TrainingLog
 from .recompute import disable_builtin_checkpointing, enable_gradient_checkpointing
+from .result import TrainResult
 from .resume import restore, resume_state
-from .step import OVERFLOW, StepOutcome, StepRunner, resolve_precision
+from .step import OVERFLOW, StepOutcome, StepRunner, cuda_devices, resolve_precision
+from .watch import ROLLBACK, STOP, Watch
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """What a run did and wrote."""
-    step: int                                   # steps the network has done at the end
-    final_path: Optional[str] = None            # <out>/<name>.pt (None when nothing was trained)
-    checkpoints: List[str] = field(default_factory=list)   # every .pt written, in order
-    skipped_steps: int = 0
-    interrupted: bool = False
-    last_loss: Optional[float] = None
-    losses: List[float] = field(default_factory=list)
 
 
 class Trainer:
@@ -53,16 +44,24 @@ class Trainer:
         self.dataset = dataset
         self.config = config
         self.callbacks = callbacks or Callbacks()
-        self.name = config.name or network.name
-        if not self.name:
-            raise TrainingError("the run has no name: set TrainConfig.name (it names the checkpoint files)")
         self.out_dir = Path(config.out_dir)
+        self.name = config.name or self._name_of(network)
+        child(self.out_dir, f"{self.name}.pt", "name")   # the files stay in out_dir (symlinks resolved), or stop now
         self.schedule = LRSchedule.from_config(config.schedule, config.steps)
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.lr_free = False    # Prodigy / D-Adaptation: the schedule's rate multiplies the optimizer's own d
         self.runner: Optional[StepRunner] = None
+        self._precision: Tuple[str, Optional[torch.dtype]] = ("no", None)   # (mode, autocast dtype), set up later
+        self.watch: Optional[Watch] = None
         self.result = TrainResult(step=int(network.step))
         self._last_checkpoint: Optional[str] = None
+
+    @staticmethod
+    def _name_of(network) -> str:
+        """The network's own name (it may come from a file) under the rule TrainConfig.name follows."""
+        if not str(network.name or "").strip():
+            raise TrainingError("the run has no name: set TrainConfig.name (it names the checkpoint files)")
+        return clean_name(network.name, "the network's name (TrainConfig.name is empty, so it names the files)")
 
     def message(self, text: str, warning: bool = False) -> None:
         """Tell the user: the log and callbacks.on_message."""
@@ -86,11 +85,18 @@ class Trainer:
         network.name = self.name
         network.sd_checkpoint = getattr(host, "model_hash", None) or network.sd_checkpoint
         network.sd_checkpoint_name = getattr(host, "model_name", None) or network.sd_checkpoint_name
-        start = min(int(network.step), self.schedule.max_steps - 1)
+        self._precision = (precision, dtype)
+        self.new_optimizer()
+        self.watch = Watch(self)
+
+    def new_optimizer(self) -> None:
+        """A fresh optimizer and step runner (gradient scaler) for the network's parameters."""
+        config, params = self.config, list(self.network.parameters())
+        start = min(int(self.network.step), self.schedule.max_steps - 1)
         self.optimizer = build_optimizer(params, config.optimizer, lr=self.schedule.lr_at(start))
         self.lr_free = is_lr_free(self.optimizer)
-        self.runner = StepRunner(host, params, self.optimizer, precision, dtype, config.grad_accum, config.seed,
-                                 config.min_snr_gamma, config.noise_offset, self.schedule.clip_mode)
+        self.runner = StepRunner(self.host, params, self.optimizer, *self._precision, config.grad_accum,
+                                 config.seed, config.min_snr_gamma, config.noise_offset, self.schedule.clip_mode)
 
     def _restore(self, resume_from) -> None:
         for text, warning in restore(self, resume_from):
@@ -129,7 +135,8 @@ class Trainer:
         root = self.host.attention_root()
         # the context cache shares one transformed context between blocks; recomputed blocks must not share
         handles = [attach(root, [(self.network, 1.0)], cache=not self.config.grad_checkpointing)]
-        log = TrainingLog(self.config.log_dir or self.out_dir, self.config.log_every, self.config.tensorboard)
+        log = TrainingLog(self.config.log_dir or self.out_dir, self.config.log_every, self.config.tensorboard,
+                          widths=self.watch.widths)
         try:
             # ldm's own use_checkpoint (on in the SD yamls and webui's sd_model) gives a hypernetwork no gradient
             handles.append(disable_builtin_checkpointing(root))
@@ -151,24 +158,27 @@ class Trainer:
     def _loop(self, end: int, log: TrainingLog) -> Optional[TrainingError]:
         bad_streak = 0
         started, first = time.monotonic(), self.network.step
+        self.watch.start(log)
         while self.network.step < end:
             if self.callbacks.should_stop():
                 self.result.interrupted = True
                 self.message(f"stop requested at step {self.network.step}; saving")
                 break
             index = self.network.step
-            outcome = self._step(index)
+            lr = self.watch.lr_at(index)
+            outcome = self._step(index, lr)
             self.network.step = step = index + 1
-            self._report(outcome, log, started, first, end)
+            if not outcome.skipped:
+                bad_streak = 0
+            elif outcome.diverging:   # an fp16 overflow while the scaler calibrates leaves the streak as it is
+                bad_streak += 1
+            cells = self.watch.check(step, bad_streak)
+            self._report(outcome, lr, log, started, first, end, cells)
             if outcome.skipped:
                 self.result.skipped_steps += 1
-                if outcome.diverging:
-                    bad_streak += 1
                 self._report_skip(outcome, step, bad_streak)
                 if bad_streak >= self.config.max_bad_steps:
                     return self._diverged(bad_streak, step)
-            else:
-                bad_streak = 0
             if self.config.save_every and step % self.config.save_every == 0:
                 if bad_streak:   # the weights are those of the last good step; keep that step's file the last
                     self.message(f"no snapshot for step {step}: the step was skipped")
@@ -176,6 +186,10 @@ class Trainer:
                     self._save(final=False)
             if self.config.preview_every and step % self.config.preview_every == 0:
                 self._preview(step)
+            verdict = self.watch.act()
+            if verdict == STOP:
+                break
+            bad_streak = 0 if verdict == ROLLBACK else bad_streak
         return None
 
     def _report_skip(self, outcome: StepOutcome, step: int, bad_streak: int) -> None:
@@ -190,20 +204,19 @@ class Trainer:
         self.message(f"step {step}: {outcome.skipped} (loss {outcome.loss}{scale}); skipped, no update "
                      f"({bad_streak} in a row, {total} in this run)", warning=True)
 
-    def _step(self, index: int) -> StepOutcome:
-        lr = self.schedule.lr_at(index)
+    def _step(self, index: int, lr: float) -> StepOutcome:
         set_lr(self.optimizer, lr)
         accum = self.config.grad_accum
-        batches = [self.dataset.batch(index * accum + micro) for micro in range(accum)]
+        batches = [self.dataset.micro_batch(index * accum + micro) for micro in range(accum)]
         return self.runner.run(index, batches, self.schedule.clip_at(index))
 
-    def _report(self, outcome: StepOutcome, log: TrainingLog, started: float, first: int, end: int) -> None:
+    def _report(self, outcome: StepOutcome, lr: float, log: TrainingLog, started: float, first: int, end: int,
+                cells: dict) -> None:
         step = self.network.step
-        lr = self.schedule.lr_at(step - 1)
         position = (step - 1) * self.config.grad_accum
         epoch, epoch_step = divmod(position, self.dataset.steps_per_epoch)
         step_size = effective_lr(self.optimizer) if self.lr_free else None   # d * lr, d as estimated so far
-        log.write(step, epoch, epoch_step + 1, outcome.loss, lr, outcome.grad_norm, outcome.skipped, step_size)
+        log.write(step, epoch, epoch_step + 1, outcome.loss, lr, outcome.grad_norm, outcome.skipped, step_size, cells)
         self.result.step = step
         self.result.losses.append(outcome.loss)
         if math.isfinite(outcome.loss):
@@ -227,9 +240,9 @@ class Trainer:
 
     # ---- files and previews ----
 
-    def _save(self, final: bool) -> Path:
+    def _save(self, final: bool, best: bool = False) -> Path:
         step = self.network.step
-        path = self.out_dir / (f"{self.name}.pt" if final else f"{self.name}-{step}.pt")
+        path = child(self.out_dir, f"{self.name}.pt" if final else f"{self.name}-{'best' if best else step}.pt", "name")
         optimizer_eval_mode(self.optimizer)
         self.network.eval()
         self.network.extra["training"] = {"train": self.config.to_dict(), "data": _data_dict(self.dataset)}
@@ -256,7 +269,7 @@ class Trainer:
         optimizer_eval_mode(self.optimizer)
         self.network.eval()
         try:
-            with torch.random.fork_rng(devices=_cuda_devices(self.host.device)):
+            with torch.random.fork_rng(devices=cuda_devices(self.host.device)):
                 self.callbacks.on_preview(step, self.network)
         finally:
             self.network.train()
@@ -267,13 +280,6 @@ class Trainer:
         for param in self.network.parameters():
             param.requires_grad_(False)
             param.grad = None
-
-
-def _cuda_devices(device) -> list:
-    device = torch.device(device)
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
 def _data_dict(dataset) -> dict:

@@ -116,6 +116,7 @@ def build_models() -> Dict[str, type]:
         eta_s: Optional[float]
         files: List[str]
         checkpoints: List[str]
+        validation: List[Dict[str, Any]]
         previews: List[Dict[str, Any]]
         messages: List[str]
         error: Optional[str]

@@ -37,6 +37,7 @@ class Job:
     learn_rate: Optional[float] = None
     eta_s: Optional[float] = None
     history: List[Tuple[int, Optional[float], float, float]] = field(default_factory=list)   # step, loss, lr, s
+    validation: List[Tuple[int, float, float]] = field(default_factory=list)   # step, val loss, largest effect
     checkpoints: List[str] = field(default_factory=list)
     previews: List[Tuple[int, str]] = field(default_factory=list)
     files: List[str] = field(default_factory=list)
@@ -79,6 +80,7 @@ class Job:
             out = {"job_id": self.id, "network": self.network, "task_id": self.task_id, "resume": self.resume,
                    "state": self.state, "step": self.step, "total": self.total, "loss": self.loss,
                    "learn_rate": self.learn_rate, "eta_s": self.eta_s, "checkpoints": list(self.checkpoints),
+                   "validation": [{"step": s, "loss": loss, "effect": e} for s, loss, e in self.validation],
                    "previews": [{"step": s, "path": p} for s, p in self.previews], "files": list(self.files),
                    "messages": list(self.messages), "error": self.error, "created": self.created,
                    "started": self.started, "finished": self.finished}
@@ -137,6 +139,9 @@ class JobCallbacks(Callbacks):
 
     def on_message(self, text):
         self.job.add("messages", str(text))
+
+    def on_validation(self, step, val_loss, effect, weight_norm):
+        self.job.add("validation", (step, val_loss, max(effect.values()) if effect else None))
 
     def should_stop(self) -> bool:
         changed = None if self.job.model_changed else self.checkpoint_changed()

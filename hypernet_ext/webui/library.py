@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .. import checkpoint as ckpt
 from .. import fileio, formats
 from ..errors import ConfigError, HypernetError
-from ..training.config import clean_name
+from ..fileio import clean_name
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +161,10 @@ class NetworkLibrary:
         """Where a new network called ``name`` goes: ``<folder>/<name>.pt``; ConfigError for names webui would
         change or that leave the folder, and for an existing file unless ``overwrite``."""
         name = fileio.check_name(name, "name")
-        if clean_name(name) != name:
+        cleaned = clean_name(name, "name")
+        if cleaned != name:
             raise ConfigError(f"name: {name!r} has characters webui drops from hypernetwork names; use letters, "
-                              f"digits and '._- ' only, e.g. {clean_name(name)!r}")
+                              f"digits and '._- ' only, e.g. {cleaned!r}")
         path = fileio.child(self.root, f"{name}.pt", "name")
         if not overwrite:
             taken = self.scan().get(name)

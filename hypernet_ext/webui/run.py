@@ -182,7 +182,7 @@ def _train(session, job, plan, entry, host):
     if plan.train.preview_every:
         width, height = dataset.buckets[0]
         previewer = Previewer(plan.run, entry.name, Path(plan.train.log_dir) / "images", (width, height),
-                              dataset.batch(0).prompts[0], placement.on_device)
+                              dataset.micro_batch(0).prompts[0], placement.on_device)
         callbacks.preview = previewer
     placement.unet_ready()
     trainer = Trainer(trained_on, network, dataset, plan.train, callbacks)

@@ -13,7 +13,8 @@ API (``session = get_session()``; every method may be called from any thread):
   ``train_request.request_fields()`` (every field of the configs), unset ones from webui's settings. Raises
   ConfigError (``.field`` names the option) / UnknownNetwork before anything is queued.
 - ``session.job(job_id)`` -> ``Job`` or None; ``job.view(history=True)`` -> state, step, total, loss,
-  learn_rate, eta_s, history (loss and LR per step), previews, checkpoints, files, messages, error;
+  learn_rate, eta_s, history (loss, LR and time per step), validation (loss and effect size per evaluation),
+  previews, checkpoints, files, messages, error;
   ``job.task_id`` is webui's task id (its progress API and progress bar follow it).
 - ``session.interrupt(job_id)``: a queued job never starts, a running one saves, then stops.
 - ``session.newest_checkpoint(network)`` -> the checkpoint a resume would start from (or None).

@@ -1,8 +1,9 @@
 """A training request inside webui: one flat set of options built from the config dataclasses, and the plan.
 
-Every field of TrainConfig, ScheduleConfig, OptimizerConfig, DataConfig and RunConfig is a request option under
-its own name (``REQUEST_FIELDS``; a name two configs share, such as ``seed``, sets both, as on the command
-line), except those the session sets itself: the network's name and its folder. A new config field is an
+Every field of TrainConfig, of the configs nested in it (schedule and optimizer fields under their own names,
+``val_*`` for validation, ``guard_*`` for the guard, and so on for any new one), of DataConfig and of RunConfig
+is a request option (``request_fields()``; a name two configs share, such as ``seed``, sets both, as on the
+command line), except those the session sets itself: the network's name and its folders. A new config field is an
 option without any edit here. Options not given take webui's settings where webui has one (``SETTING_DEFAULTS``),
 else the dataclass default. ``build_plan`` turns given values into validated configs; a ConfigError carries
 ``field``, the option's request name.
@@ -18,7 +19,6 @@ from ..config import ConfigMixin, default_of, help_of
 from ..data import DataConfig
 from ..errors import ConfigError
 from ..optim import OptimizerConfig
-from ..schedules import ScheduleConfig
 from ..training.config import TrainConfig
 
 
@@ -63,16 +63,32 @@ class RunConfig(ConfigMixin):
         self.preview_sampler = str(self.preview_sampler or "").strip()
 
 
-SOURCES = (TrainConfig, ScheduleConfig, OptimizerConfig, DataConfig, RunConfig)
+# a config nested in TrainConfig gives its fields as options named "<prefix>_<field>"; the prefix is the
+# attribute's name unless listed here ("": the field's own name, as the command line has them)
+NESTED_PREFIX = {"optimizer": "", "schedule": "", "validation": "val"}
 ALIASES = {(OptimizerConfig, "name"): "optimizer", (OptimizerConfig, "kwargs"): "optimizer_args"}
 SET_BY_SESSION = {
     (TrainConfig, "name"): "the network's name",
     (TrainConfig, "out_dir"): "the network file's folder",
     (TrainConfig, "log_dir"): "the setting hypernet_ext_log_dir",
-    (TrainConfig, "optimizer"): "nested: its fields are options",
-    (TrainConfig, "schedule"): "nested: its fields are options",
     (DataConfig, "name"): "the network's name (the template's [name])",
 }
+
+
+def nested_configs() -> List[Tuple[str, type]]:
+    """(attribute, config class) of every config nested in TrainConfig (optimizer, schedule, validation, ...)."""
+    hints = typing.get_type_hints(TrainConfig)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(TrainConfig)
+            if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])
+            and issubclass(hints[f.name], ConfigMixin)]
+
+
+def sources() -> List[Tuple[type, str]]:
+    """(config class, option prefix) of every config a training request fills, in order."""
+    nested = [(cls, NESTED_PREFIX.get(attribute, attribute)) for attribute, cls in nested_configs()]
+    return [(TrainConfig, "")] + nested + [(DataConfig, ""), (RunConfig, "")]
+
+
 # option -> (setting key, fallback); "webui:" = webui's own option; "a|b": true when either is (on/off options)
 SETTING_DEFAULTS: Dict[str, Tuple[str, Any]] = {
     "save_every": ("hypernet_ext_save_every", None),
@@ -99,12 +115,13 @@ class RequestField:
 def request_fields() -> Dict[str, RequestField]:
     """Option name -> RequestField, in config order (see the module docstring)."""
     out: Dict[str, RequestField] = {}
-    for cls in SOURCES:
+    nested = {cls for _, cls in nested_configs()}
+    for cls, prefix in sources():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if (cls, f.name) in SET_BY_SESSION or f.metadata.get("internal"):
+            if (cls, f.name) in SET_BY_SESSION or f.metadata.get("internal") or hints[f.name] in nested:
                 continue
-            name = ALIASES.get((cls, f.name), f.name)
+            name = ALIASES.get((cls, f.name), f"{prefix}_{f.name}" if prefix else f.name)
             if name in out:
                 out[name].targets.append((cls, f.name))
                 continue
@@ -133,9 +150,13 @@ class TrainPlan:
 
 
 def _error_field(cls, error: ConfigError) -> Optional[str]:
-    prefix = str(error).split(":", 1)[0].strip()
-    names = {f.name for f in dataclasses.fields(cls)}
-    return ALIASES.get((cls, prefix), prefix) if prefix in names else None
+    """The option a config's error is about: its message starts with the field ("steps: ..." or, in nested
+    configs, "validation.every: ...")."""
+    named = str(error).split(":", 1)[0].strip().rsplit(".", 1)[-1]
+    for option, spec in request_fields().items():
+        if (cls, named) in spec.targets:
+            return option
+    return None
 
 
 def _build(cls, kwargs: dict):
@@ -171,7 +192,7 @@ def build_plan(values: Dict[str, Any], name: str, out_dir: str, log_dir: str, re
                             f"{', '.join(fields)}")
         error.field = unknown[0]
         raise error
-    kwargs: Dict[type, dict] = {cls: {} for cls in SOURCES}
+    kwargs: Dict[type, dict] = {cls: {} for cls, _ in sources()}
     for option, spec in fields.items():
         if option in values:
             value = values[option]
@@ -182,10 +203,9 @@ def build_plan(values: Dict[str, Any], name: str, out_dir: str, log_dir: str, re
         for cls, field_name in spec.targets:
             kwargs[cls][field_name] = value
     kwargs[DataConfig]["name"] = name
-    schedule = _build(ScheduleConfig, kwargs[ScheduleConfig])
-    optimizer = _optimizer(kwargs[OptimizerConfig])
-    train = _build(TrainConfig, dict(kwargs[TrainConfig], name=name, out_dir=out_dir, log_dir=log_dir,
-                                     schedule=schedule, optimizer=optimizer))
+    nested = {attribute: _optimizer(kwargs[cls]) if cls is OptimizerConfig else _build(cls, kwargs[cls])
+              for attribute, cls in nested_configs()}
+    train = _build(TrainConfig, dict(kwargs[TrainConfig], name=name, out_dir=out_dir, log_dir=log_dir, **nested))
     data = _build(DataConfig, kwargs[DataConfig])
     run = _build(RunConfig, kwargs[RunConfig])
     return TrainPlan(train, data, run, bool(resume))

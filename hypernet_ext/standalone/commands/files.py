@@ -40,20 +40,6 @@ def _size(n: int) -> str:
     return f"{value:.1f} {unit} ({n:,} bytes)"
 
 
-def _structure(config) -> str:
-    parts = [", ".join(f"{x:g}" for x in config.layer_structure), f"activation {config.activation}",
-             f"init {config.weight_init}"]
-    if config.add_layer_norm:
-        parts.append("layer norm")
-    if any(config.dropout_structure):
-        parts.append("dropout " + ", ".join(f"{x:g}" for x in config.dropout_structure))
-    if config.activate_output and config.activation != "linear" and not config.skip_connection:
-        parts.append("activated output")
-    if config.skip_connection:
-        parts.append("skip connections" + (" (Linear upsample)" if config.upsample == "Linear" else ""))
-    return "; ".join(parts)
-
-
 def inspect_lines(nf) -> list:
     """The text ``inspect`` prints for a NetworkFile."""
     from ...formats import WEBUI_PT
@@ -65,7 +51,7 @@ def inspect_lines(nf) -> list:
         checkpoint += f" [{nf.sd_checkpoint}]"
     rows = [("name", nf.name), ("file", nf.path), ("format", f"{nf.format} ({loads})"),
             ("size", _size(nf.size)), ("widths", ", ".join(str(w) for w in nf.widths)),
-            ("structure", _structure(nf.config)), ("step", str(nf.step)), ("checkpoint", checkpoint),
+            ("structure", nf.config.describe()), ("step", str(nf.step)), ("checkpoint", checkpoint),
             ("created", nf.created or "-")]
     if nf.config.info:
         rows.append(("info", nf.config.info))

@@ -2,7 +2,8 @@
 
 ``train`` builds the model (the tiny built-in one, or a checkpoint with its yaml), the network (new, or from a
 file to continue or resume), the data set and the configs from the options, then runs the Trainer with a tqdm
-bar. ``demo`` runs hypernet_ext.standalone.demo.run_demo.
+bar, or with ``--find-lr`` the learning-rate range test (which writes only its plot). ``demo`` runs
+hypernet_ext.standalone.demo.run_demo.
 """
 from __future__ import annotations
 
@@ -22,14 +23,25 @@ class CliCallbacks(Callbacks):
     def __init__(self, desc: str = "train"):
         self.desc = desc
         self.bar = None
+        self.val_loss = None
 
     def on_progress(self, step, total, loss, lr, eta_s):
         from tqdm import tqdm
 
         if self.bar is None:
             self.bar = tqdm(total=total, initial=step - 1, desc=self.desc, unit="step", dynamic_ncols=True)
-        self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(loss="nan" if loss is None else f"{loss:.4f}", lr=f"{lr:.2g}", refresh=False)
+        self.bar.n = step   # a rollback sets the step back
+        shown = {"loss": "nan" if loss is None else f"{loss:.4f}", "lr": f"{lr:.2g}"}
+        if self.val_loss is not None:
+            shown["val"] = f"{self.val_loss:.4f}"
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.refresh()
+
+    def on_validation(self, step, val_loss, effect, weight_norm):
+        self.val_loss = val_loss
+        width = max(effect, key=effect.get) if effect else None
+        logger.info("step %d: validation loss %.6g%s", step, val_loss,
+                    f", effect size {effect[width]:.4g} (width {width})" if width is not None else "")
 
     def close(self):
         if self.bar is not None:
@@ -155,6 +167,7 @@ def add_parser(sub) -> None:
     from ...config import help_of
     from ...data import DataConfig
     from ...training.config import TrainConfig
+    from . import stopping
 
     p = sub.add_parser("train", help="train a hypernetwork", description=__doc__,
                        formatter_class=_HelpFormatter)
@@ -164,11 +177,18 @@ def add_parser(sub) -> None:
     p.add_argument("--ckpt", default=None, help="Stable Diffusion checkpoint (.safetensors or .ckpt)")
     p.add_argument("--config", default=None, help="the checkpoint's ldm yaml (v1-inference.yaml, ...)")
     p.add_argument("--device", default=None, help="cpu or cuda (empty: cuda when available)")
-    p.add_argument("--network", default=None, help="continue training this network file (uses its .optim)")
-    p.add_argument("--resume", default=None, help="resume this checkpoint: weights, step, optimizer, RNG, data")
+    p.add_argument("--network", default=None, metavar="FILE",
+                   help="train on from this network's weights and step (a webui, peer or our file) with a fresh "
+                        "run state: a new optimizer (its .optim is not read); the schedule and --steps count on "
+                        "from its step")
+    p.add_argument("--resume", default=None, metavar="FILE",
+                   help="resume a run exactly from this checkpoint and its .optim: weights, step, optimizer, "
+                        "gradient scaler, random state, data position; an error when the .optim is missing, "
+                        "belongs to another file or to another optimizer")
     _add_network_options(p)
     _add_data_options(p)
     _add_training_options(p)
+    stopping.add_options(p)
     p.set_defaults(func=run_train)
 
     d = sub.add_parser("demo", help="train on the tiny built-in model and a synthetic data set (about a minute)")
@@ -180,8 +200,10 @@ def add_parser(sub) -> None:
 
 def data_config(args):
     from ...data import DataConfig
+    from ...fileio import clean_name
 
-    return DataConfig(data_dir=args.data_dir, recursive=args.recursive, name=args.name, template=args.template,
+    name = clean_name(args.name, "--name")   # [name] in the prompts is the name the files get, as in webui
+    return DataConfig(data_dir=args.data_dir, recursive=args.recursive, name=name, template=args.template,
                       resize=args.resize, width=args.width, height=args.height, bucket_pixels=args.bucket_pixels,
                       min_side=args.min_side, max_side=args.max_side, divisor=args.divisor,
                       batch_size=args.batch_size, repeats=args.repeats, flip=args.flip,
@@ -195,6 +217,8 @@ def train_config(args):
     from ...optim import OptimizerConfig
     from ...schedules import ScheduleConfig
     from ...training import TrainConfig
+    from ...training.config import GuardConfig, ValidationConfig
+    from .stopping import from_args
 
     schedule = ScheduleConfig(learn_rate=args.learn_rate, kind=args.kind, warmup_steps=args.warmup_steps,
                               warmup_start=args.warmup_start, cycle_steps=args.cycle_steps,
@@ -209,7 +233,8 @@ def train_config(args):
                        max_bad_steps=args.max_bad_steps, tensorboard=args.tensorboard,
                        save_safetensors=args.save_safetensors, save_optimizer=args.save_optimizer,
                        optimizer=OptimizerConfig(name=args.optimizer, kwargs=args.optimizer_args),
-                       schedule=schedule)
+                       schedule=schedule, validation=from_args(ValidationConfig, args, "val"),
+                       guard=from_args(GuardConfig, args, "guard"))
 
 
 def network_config(args, model_widths=()):
@@ -266,14 +291,13 @@ def build_host(args):
 
 
 def build_network(args, host):
-    from ... import create
+    """(network, resume_from): a new network, or the one --network / --resume names. ``resume_from`` is the file
+    whose .optim the trainer restores: only with --resume."""
+    from ... import create, formats
     from ...attach import attention_modules
 
     source = args.resume or args.network
-    if args.resume and args.network:
-        raise ConfigError("--network and --resume both name a file to start from; give one")
     if source:
-        from ... import formats
         from ...formats.common import nonfinite_weights
 
         network = formats.load(source)
@@ -281,9 +305,34 @@ def build_network(args, host):
         if bad:
             raise FormatError(source, f"holds NaN or infinite weights ({'; '.join(bad[:3])}); training from it "
                                       "cannot work. Start from an earlier checkpoint")
-        return network, source
+        if args.resume:
+            return network, source
+        logger.info("continuing %s from step %d with a fresh optimizer (its .optim is not read; --resume restores "
+                    "it)", source, network.step)
+        return network, None
     widths = [width for _, _, width in attention_modules(host.attention_root())]
     return create(network_config(args, widths), name=args.name), None
+
+
+def check_start(args, optimizer: str) -> None:
+    """Before any model is built: --network and --resume exclude each other, and --resume continues a run
+    exactly, which needs the checkpoint's own .optim written by this optimizer; ConfigError saying what is wrong
+    and what to do otherwise."""
+    from ... import checkpoint
+
+    if args.resume and args.network:
+        raise ConfigError("--network and --resume both name a file to start from; give one")
+    if not args.resume or not Path(args.resume).is_file():
+        return   # no file: loading it says so
+    saved, problem = checkpoint.read_optim(args.resume)
+    if saved is None:
+        problem = f"{problem}, and without it optimizer state, random state and data position are lost"
+    elif saved.optimizer_name and str(saved.optimizer_name).lower() != str(optimizer).lower():
+        problem = f"it was written by optimizer {saved.optimizer_name}, this run uses {optimizer} (--optimizer)"
+    else:
+        return
+    raise ConfigError(f"--resume {args.resume}: cannot resume the run exactly: {problem}. To train on from its "
+                      f"weights and step with a fresh optimizer, use --network {args.resume} instead.")
 
 
 def run_train(args) -> int:
@@ -294,10 +343,15 @@ def run_train(args) -> int:
 
     config, data = train_config(args), data_config(args)
     preflight(args, config, data)
+    check_start(args, config.optimizer.name)
     host = build_host(args)
     network, source = build_network(args, host)
     dataset = prepare_dataset(data, host.encode_images, host.scale_factor, model_id=host.model_id)
     logger.info("%s", dataset.summary)
+    if args.find_lr:
+        from .stopping import run_find_lr
+
+        return run_find_lr(args, config, host, network, dataset)
     callbacks = CliCallbacks(desc=config.name)
     if config.preview_every:
         from ..demo import Previewer, WithPreviews
@@ -309,8 +363,13 @@ def run_train(args) -> int:
             result = Trainer(host, network, dataset, config, callbacks).train(resume_from=source)
     finally:
         (callbacks.inner if hasattr(callbacks, "inner") else callbacks).close()
-    state = "interrupted at" if result.interrupted else "done:"
+    state = "interrupted at" if result.interrupted else "stopped by the guard at" if result.stopped_by_guard \
+        else "done:"
     print(f"{state} step {result.step}; final file {result.final_path}; {result.skipped_steps} steps skipped")
+    if result.best:
+        print(f"best validation loss {result.best[1]:.6g} at step {result.best[0]}: {result.best_path}")
+    for text in result.guard_events:
+        print(text)
     return 0
 
 
