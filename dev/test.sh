@@ -24,7 +24,7 @@ case "$LANE" in
   users|current) run_lane "$LANE" "$@" ;;
   all)
     venv=$(setup_lane users)
-    "$venv/bin/ruff" check hypernet_ext tests bench
+    "$venv/bin/ruff" check hypernet_ext tests bench scripts install.py
     run_lane users "$@"
     run_lane current "$@"
     ;;

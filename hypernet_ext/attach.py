@@ -292,7 +292,7 @@ class AttachHandle:
         return f"AttachHandle([{names}], targets={self.targets}, removed={self.removed})"
 
 
-def _check(model: nn.Module, networks: List[list], found: list, targets: list) -> None:
+def _check(model: nn.Module, networks: List[list], found: list, targets: list, check_device: bool) -> None:
     if not found:
         raise AttachError(f"{type(model).__name__} has no attention modules with to_k and to_v layers: pass the "
                           "UNet or the whole diffusion model (e.g. sd_model or sd_model.model.diffusion_model)")
@@ -308,7 +308,7 @@ def _check(model: nn.Module, networks: List[list], found: list, targets: list) -
             hint = f": this network was trained for {families[0]}" if families else ""
             raise AttachError(f"network {_net_name(net)} covers {', '.join(map(str, net_widths))}, model attention "
                               f"widths are {widths_text}{hint}; choose a network made for this model")
-    param = next((p for _, module, _ in found for p in module.to_k.parameters()), None)
+    param = next((p for _, module, _ in found for p in module.to_k.parameters()), None) if check_device else None
     for net, _ in networks:
         net_param = next(net.parameters(), None)
         if param is not None and net_param is not None and net_param.device != param.device:
@@ -316,19 +316,22 @@ def _check(model: nn.Module, networks: List[list], found: list, targets: list) -
                               f"{param.device}: move it first with network.to({str(param.device)!r})")
 
 
-def attach(model: nn.Module, networks, *, cache: bool = True) -> AttachHandle:
+def attach(model: nn.Module, networks, *, cache: bool = True, check_device: bool = True) -> AttachHandle:
     """Attach ``networks`` (a Hypernetwork, or a list of Hypernetwork or (Hypernetwork, strength)) to ``model``.
 
     Every module with ``to_k``/``to_v`` whose width some network covers gets pre-hooks on both layers; the
     networks apply in list order. ``cache`` computes each transform once per context tensor per call of the
-    lowest module holding all targets. Use the returned handle's ``remove()`` (or ``with``) to undo.
+    lowest module holding all targets. ``check_device=False`` skips the check that the networks sit on the
+    model's device, for hosts that move the model to its device only while it runs (webui's --medvram and
+    --lowvram); a mismatch at run time is still an AttachError. Use the returned handle's ``remove()`` (or
+    ``with``) to undo.
     """
     if not isinstance(model, nn.Module):
         raise AttachError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     entries = _normalise(networks)
     found = attention_modules(model)
     targets = _targets(found)
-    _check(model, entries, found, targets)
+    _check(model, entries, found, targets, check_device)
     stack = _Stack(entries, sorted({width for _, _, _, width in targets}), _ContextCache(bool(cache)))
     hooks, names, seen, covered = [], [], set(), set()
     try:

@@ -2,7 +2,8 @@
 small AutoencoderKL, tiny UNet), built once per session, and a small captioned image folder encoded with it.
 
 The CLIP folder is built in a session temporary folder, or in $HYPERNET_EXT_CACHE when that is set (faster
-reruns). Tests must not change base weights; training freezes them and removes its hooks.
+reruns). Tests must not change base weights; training freezes them and removes its hooks. ``webui`` sets up the
+stand-in webui of tests/webui_env.py.
 """
 import os
 
@@ -69,3 +70,23 @@ def shapes_dataset(tiny_ldm, shapes_dir):
 
     host = LdmHost(tiny_ldm)
     return prepare_dataset(small_data_config(shapes_dir), host.encode_images, host.scale_factor, model_id="tiny")
+
+
+@pytest.fixture
+def webui(tiny_ldm, tmp_path, monkeypatch):
+    """The stand-in webui v1.10.1 (tests/webui_env.py) with our script loaded and the tiny model as sd_model."""
+    from webui_env import WebuiEnv
+
+    env = WebuiEnv(tiny_ldm, tmp_path, monkeypatch)
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="session")
+def train_images(tmp_path_factory):
+    """Eight 32x32 images of coloured shapes with sidecar captions (a training folder for webui jobs)."""
+    from hypernet_ext.standalone.demo import make_shapes_dataset
+
+    folder = tmp_path_factory.mktemp("train-images")
+    make_shapes_dataset(folder, count=8, seed=1, sizes=[(32, 32)])
+    return folder

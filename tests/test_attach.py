@@ -256,6 +256,15 @@ def test_attach_refuses_with_a_useful_message(model_kind, networks, message):
     assert hook_state(model) == state
 
 
+def test_without_the_device_check_attach_succeeds_and_a_mismatch_shows_at_run_time():
+    # webui's --medvram keeps the UNet on the CPU until it runs; the device is checked when the layers run
+    model, run = unet_runner()
+    with attach(model, net((768,)).to("meta"), check_device=False) as handle:
+        assert not handle.removed
+        with pytest.raises(AttachError, match="is on meta but the attention input is on cpu"):
+            run()
+
+
 def test_attaching_twice_raises_and_works_again_after_remove():
     model, _ = unet_runner()
     wrapper = nn.Module()

@@ -47,3 +47,18 @@ def test_importing_the_package_does_no_work():
     assert "torch" not in subprocess.run(
         [sys.executable, "-c", "import sys, hypernet_ext; print(' '.join(sys.modules))"],
         cwd=ROOT, capture_output=True, text=True, timeout=120).stdout.split()
+
+
+def test_the_webui_glue_imports_nothing_of_webui_until_it_is_called():
+    # webui puts the extension on sys.path only while it loads scripts/: importing must not need `modules` yet
+    names = [info.name for info in pkgutil.walk_packages([str(ROOT / "hypernet_ext" / "webui")],
+                                                         prefix="hypernet_ext.webui.")]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(repr(sorted(m for m in sys.modules if m.split('.')[0] in ('modules', 'gradio', 'fastapi'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert len(names) >= 10 and out.stdout.strip().splitlines()[-1] == "[]", out.stdout

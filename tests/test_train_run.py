@@ -86,6 +86,13 @@ def test_six_steps_write_exactly_the_expected_files(ldm_host, shapes_dataset, tm
     assert result.final_path == str(tmp_path / "hn.pt") and result.step == net.step == 6
 
 
+def test_log_dir_takes_the_loss_log_away_from_the_checkpoints(ldm_host, shapes_dataset, tmp_path):
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    train(ldm_host, shapes_dataset, out, steps=2, log_dir=str(logs), save_safetensors=False)
+    assert {p.name for p in out.iterdir()} == {"hn.pt", "hn.pt.optim"}
+    assert [r["step"] for r in read_loss_csv(logs / "hypernetwork_loss.csv")] == [1, 2]
+
+
 def same_weights(a, b):
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 

@@ -130,6 +130,9 @@ class TrainConfig(ConfigMixin):
                 "No path separators and no leading dot; other characters than letters, digits and '._- ' are "
                 "dropped, as in webui."})
     out_dir: str = field(default="out", metadata={"help": "Folder for checkpoints, the loss log and previews."})
+    log_dir: str = field(default="", metadata={
+        "help": "Folder for the loss log and TensorBoard, when they should not go beside the checkpoints. "
+                "Empty: out_dir."})
     steps: int = field(default=1000, metadata={
         "help": "Train until the network has done this many optimizer steps (counting steps done before a "
                 "resume, as webui does)."})
@@ -179,6 +182,7 @@ class TrainConfig(ConfigMixin):
         self.out_dir = str(self.out_dir or "").strip()
         if not self.out_dir:
             raise ConfigError("out_dir: give the folder the checkpoints should go to")
+        self.log_dir = str(self.log_dir or "").strip()
         self.steps = whole_number("steps", self.steps, 1)
         self.grad_accum = whole_number("grad_accum", self.grad_accum, 1)
         self.save_every = whole_number("save_every", self.save_every, 0)

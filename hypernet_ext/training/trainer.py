@@ -135,7 +135,8 @@ class Trainer:
         root = self.host.attention_root()
         # the context cache shares one transformed context between blocks; recomputed blocks must not share
         handles = [attach(root, [(self.network, 1.0)], cache=not self.config.grad_checkpointing)]
-        log = TrainingLog(self.out_dir, self.config.log_every, self.config.tensorboard, widths=self.watch.widths)
+        log = TrainingLog(self.config.log_dir or self.out_dir, self.config.log_every, self.config.tensorboard,
+                          widths=self.watch.widths)
         try:
             # ldm's own use_checkpoint (on in the SD yamls and webui's sd_model) gives a hypernetwork no gradient
             handles.append(disable_builtin_checkpointing(root))

@@ -160,6 +160,7 @@ def _add_training_options(p):
     _option(g, TrainConfig, "save_safetensors", "--no-safetensors")
     _option(g, TrainConfig, "save_optimizer")
     _option(g, TrainConfig, "out_dir", "--out")
+    _option(g, TrainConfig, "log_dir")
 
 
 def add_parser(sub) -> None:
@@ -224,7 +225,8 @@ def train_config(args):
                               cycle_mult=args.cycle_mult, cycle_warmup=args.cycle_warmup, min_lr=args.min_lr,
                               gamma=args.gamma, clip_grad_mode=args.clip_grad_mode,
                               clip_grad_value=args.clip_grad_value)
-    return TrainConfig(name=args.name, out_dir=args.out_dir, steps=args.steps, grad_accum=args.grad_accum,
+    return TrainConfig(name=args.name, out_dir=args.out_dir, log_dir=args.log_dir, steps=args.steps,
+                       grad_accum=args.grad_accum,
                        save_every=args.save_every, preview_every=args.preview_every, log_every=args.log_every,
                        seed=args.seed, min_snr_gamma=args.min_snr_gamma, noise_offset=args.noise_offset,
                        grad_checkpointing=args.grad_checkpointing, mixed_precision=args.mixed_precision,

@@ -1,0 +1,143 @@
+"""WebuiHost: the trainer's HostModel over webui's loaded model (``shared.sd_model``).
+
+Images go through webui's VAE (``encode_first_stage``, on webui's device in ``devices.dtype_vae``), prompts
+through webui's own conditioning (``get_learned_conditioning``: emphasis, embeddings, chunks past 75 tokens),
+predictions through ``apply_model`` (webui's hijack casts to ``devices.dtype_unet`` under ``devices.autocast``).
+The model family picks a small ``Parts`` object; SD1 and SD2 are ldm ``LatentDiffusion``. SDXL (sgm's
+``DiffusionEngine``, a dict conditioning) gets its own Parts later; until then it is refused with a message.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, List
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class NotSupported(ConfigError):
+    """webui runs in a mode, or has a model loaded, that hypernet_ext cannot train on (the REST API answers 409)."""
+
+
+def model_family(sd_model) -> str:
+    """'sd1', 'sd2', 'sdxl', 'sd3' or 'other', from the flags webui sets on the model (sd_models_types.py)."""
+    for flag, family in (("is_sdxl", "sdxl"), ("is_sd3", "sd3"), ("is_sd2", "sd2"), ("is_sd1", "sd1")):
+        if getattr(sd_model, flag, False):
+            return family
+    return "other"
+
+
+class LdmParts:
+    """SD1/SD2: an ldm LatentDiffusion; the UNet is ``model.model.diffusion_model``, conditioning a tensor."""
+
+    def __init__(self, sd_model):
+        for attribute in ("apply_model", "encode_first_stage", "get_learned_conditioning", "alphas_cumprod"):
+            if not hasattr(sd_model, attribute):
+                raise ConfigError(f"the loaded model ({type(sd_model).__name__}) has no {attribute}; hypernet_ext "
+                                  "trains SD1 and SD2 models (ldm LatentDiffusion)")
+        self.model = sd_model
+
+    def unet(self) -> nn.Module:
+        return self.model.model.diffusion_model
+
+    def encode_prompts(self, prompts: List[str]) -> Any:
+        return self.model.get_learned_conditioning(list(prompts))
+
+    def text_encoder(self) -> nn.Module:
+        return self.model.cond_stage_model
+
+
+PARTS = {"sd1": LdmParts, "sd2": LdmParts}
+
+
+class WebuiHost:
+    """HostModel (hypernet_ext.host) over webui's ``sd_model``."""
+
+    def __init__(self, sd_model):
+        from modules import devices, sd_vae
+
+        family = model_family(sd_model)
+        if family not in PARTS:
+            raise NotSupported(f"the loaded model is {family.upper()}; hypernet_ext trains on SD1 and SD2 models "
+                              "for now. Load an SD 1.x or 2.x checkpoint to train")
+        self.model = sd_model
+        self.family = family
+        self.parts = PARTS[family](sd_model)
+        self.devices = devices
+        self.sd_vae = sd_vae
+        self.parameterization = str(getattr(sd_model, "parameterization", "eps"))
+        if self.parameterization not in ("eps", "v"):
+            raise ConfigError(f"the loaded model predicts {self.parameterization!r}; hypernet_ext trains eps and v "
+                              "models")
+        self.scale_factor = float(sd_model.scale_factor)
+        info = getattr(sd_model, "sd_checkpoint_info", None)
+        self.model_name = getattr(info, "model_name", None) or getattr(info, "name", None)
+        self.model_hash = getattr(sd_model, "sd_model_hash", None) or getattr(info, "shorthash", None)
+
+    # ---- HostModel ----
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.devices.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.devices.dtype_unet
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        # webui may replace alphas_cumprod for a sampling option (sd_models.apply_alpha_schedule_override);
+        # the model was trained on the schedule it was loaded with
+        values = getattr(self.model, "alphas_cumprod_original", None)
+        if values is None:
+            values = self.model.alphas_cumprod
+        return values.detach().float().cpu()
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VAE moments cat(mean, logvar) (B, 2C, h, w) of pixels in [-1, 1], through webui's VAE."""
+        with self.devices.autocast():
+            posterior = self.model.encode_first_stage(pixels.to(self.devices.device, self.devices.dtype_vae))
+        if hasattr(posterior, "mean") and hasattr(posterior, "logvar"):
+            return torch.cat([posterior.mean, posterior.logvar], dim=1).float()
+        if isinstance(posterior, torch.Tensor):
+            return torch.cat([posterior, torch.full_like(posterior, -30.0)], dim=1).float()
+        raise ConfigError(f"the model's first stage returned {type(posterior).__name__}, not a distribution")
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: List[str]) -> Any:
+        with self.devices.autocast():
+            return self.parts.encode_prompts(prompts)
+
+    def predict(self, x_noisy: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        device = self.device
+        if isinstance(cond, torch.Tensor):
+            cond = cond.to(device)
+        return self.model.apply_model(x_noisy.to(device), t.to(device), cond)
+
+    def attention_root(self) -> nn.Module:
+        return self.parts.unet()
+
+    def freeze(self) -> None:
+        """No gradients for any base weight, eval mode; the session restores both after the run."""
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        self.model.eval()
+
+    # ---- beyond the protocol ----
+
+    @property
+    def model_id(self) -> str:
+        """Names the encoder in latent-cache keys: the checkpoint and the VAE webui has loaded."""
+        vae = self.sd_vae.get_loaded_vae_hash() or "builtin"
+        return f"{self.model_hash or self.model_name or type(self.model).__name__}|vae:{vae}"
+
+    def text_encoder(self) -> nn.Module:
+        return self.parts.text_encoder()
+
+    def vae(self) -> nn.Module:
+        return self.model.first_stage_model

@@ -1,0 +1,249 @@
+"""The one owner of hypernet_ext's runtime state inside webui: the network library, the generation attachment and
+the training jobs. The REST routes, the ``hypernet`` extra network and the Train tab all go through it.
+
+API (``session = get_session()``; every method may be called from any thread):
+
+- ``session.list_networks()`` -> ``[NetworkInfo]`` (name, path, format, sizes, step, hash, descriptor);
+  ``session.network_names()`` -> names only, cheap.
+- ``session.model_widths()`` -> the loaded model's attention widths (what a new network should cover).
+- ``session.create_network(name, overwrite=False, **network_config_fields)`` -> path of the new ``<name>.pt``
+  (sizes default to ``model_widths()``).
+- ``session.start_training(network, data_dir, resume=False, **options)`` -> ``Job``, queued through webui's
+  queue (``call_queue.wrap_gradio_gpu_call``, the GPU lock) like a UI job; the options are
+  ``train_request.request_fields()`` (every field of the configs), unset ones from webui's settings. Raises
+  ConfigError (``.field`` names the option) / UnknownNetwork before anything is queued.
+- ``session.job(job_id)`` -> ``Job`` or None; ``job.view(history=True)`` -> state, step, total, loss,
+  learn_rate, eta_s, history (loss, LR and time per step), validation (loss and effect size per evaluation),
+  previews, checkpoints, files, messages, error;
+  ``job.task_id`` is webui's task id (its progress API and progress bar follow it).
+- ``session.interrupt(job_id)``: a queued job never starts, a running one saves, then stops.
+- ``session.newest_checkpoint(network)`` -> the checkpoint a resume would start from (or None).
+- ``session.generation``: the networks of the current txt2img/img2img (our extra network drives it).
+- ``session.on_model_loaded(sd_model)``, ``session.unload()``: called by the webui callbacks in ``glue``.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .. import formats
+from ..config import NetworkConfig
+from ..errors import ConfigError
+from ..network import Hypernetwork
+from ..schedules import LRSchedule
+from . import settings
+from .generation import GenerationNetworks, model_widths
+from .jobs import FAILED, QUEUED, RUNNING, Job
+from .library import NetworkLibrary
+from .train_request import build_plan, option_default
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NetworkInfo:
+    """One listed network (the REST API's list item is this without the descriptor)."""
+    name: str
+    path: str
+    format: str
+    sizes: List[int]
+    step: int
+    hash: Optional[str]
+    structure: Dict[str, Any]
+    sd_checkpoint: Optional[str]
+    sd_checkpoint_name: Optional[str]
+    descriptor: object = field(repr=False, compare=False, metadata={"internal": True})
+
+
+def _hypernetwork_dir() -> str:
+    from modules import shared
+
+    return shared.cmd_opts.hypernetwork_dir
+
+
+class Session:
+    """See the module docstring."""
+
+    def __init__(self, folder=_hypernetwork_dir):
+        self.library = NetworkLibrary(folder, lambda: settings.get("hypernet_ext_network_cache"))
+        self.generation = GenerationNetworks(self.library)
+        self.jobs: Dict[str, Job] = {}
+        self.replaced: Dict[str, object] = {}   # webui's own extra network and page while ours stand in
+        self.routes: list = []                   # our REST routes on webui's app, removed on unload
+        self.lock = threading.RLock()
+
+    # ---- networks ----
+
+    def network_names(self) -> List[str]:
+        return list(self.library.scan())
+
+    def list_networks(self) -> List[NetworkInfo]:
+        from modules import hashes
+
+        out = []
+        for entry, info in self.library.listing():
+            digest = hashes.sha256_from_cache(str(entry.path), f"hypernet/{entry.name}") or \
+                hashes.sha256(str(entry.path), f"hypernet/{entry.name}")
+            out.append(NetworkInfo(entry.name, str(entry.path), info.format, list(info.widths), int(info.step),
+                                   digest, info.config.to_dict(), info.sd_checkpoint, info.sd_checkpoint_name, info))
+        return out
+
+    def model_widths(self) -> List[int]:
+        from modules import shared
+
+        return model_widths(shared.sd_model.model.diffusion_model)
+
+    def create_network(self, name, overwrite: bool = False, **fields) -> Path:
+        """Write a new network file (see the module docstring); ConfigError / FileExistsError on bad input."""
+        from modules import shared
+
+        path = self.library.new_path(name, overwrite)
+        if fields.get("sizes") in (None, "", "auto", [], ()):
+            fields["sizes"] = self.model_widths()
+        unknown = sorted(set(fields) - {f for f in NetworkConfig.__dataclass_fields__ if f != "lenient"})
+        if unknown:
+            error = ConfigError(f"{unknown[0]}: not an option of a new network")
+            error.field = unknown[0]
+            raise error
+        config = NetworkConfig(**fields)
+        network = Hypernetwork(config, name=path.stem)
+        formats.save(network, path)
+        shared.reload_hypernetworks()   # webui's own list (its "Add hypernetwork to prompt" setting) sees it too
+        logger.info("created hypernetwork %s (widths %s)", path, list(config.sizes))
+        return path
+
+    def newest_checkpoint(self, network) -> Optional[Path]:
+        return self.library.newest_checkpoint(self.library.resolve(network))
+
+    # ---- training ----
+
+    def start_training(self, network, data_dir=None, resume: bool = False, **options) -> Job:
+        """Validate, then queue a training job (see the module docstring)."""
+        from .run import log_folder, refuse_unsupported
+
+        refuse_unsupported()
+        entry = self.library.resolve(network)
+        if data_dir is not None:
+            options["data_dir"] = data_dir
+        if not options.get("data_dir") or not Path(str(options["data_dir"])).expanduser().is_dir():
+            error = ConfigError(f"data_dir: {options.get('data_dir')!r} is not a folder; give the folder that holds "
+                                "the training images")
+            error.field = "data_dir"
+            raise error
+        options["template"] = _webui_template(options.get("template", option_default("template", settings.get,
+                                                                                         settings.webui_option)))
+        log_dir = log_folder(settings.get("hypernet_ext_log_dir"), entry.name)
+        plan = build_plan(options, entry.name, str(entry.path.parent), str(log_dir), resume,
+                          lambda option: option_default(option, settings.get, settings.webui_option))
+        _check_plan(plan)
+        job = Job(id=secrets.token_hex(6), network=entry.name, task_id="", resume=bool(resume))
+        job.task_id = f"task(hypernet-ext-{job.id})"
+        with self.lock:
+            self.jobs[job.id] = job
+        thread = threading.Thread(target=self._worker, args=(job, plan, entry), name=f"hypernet-ext-{job.id}",
+                                  daemon=True)
+        thread.start()
+        return job
+
+    def _worker(self, job: Job, plan, entry) -> None:
+        from modules import call_queue
+
+        from .run import run_job
+
+        def body(task_id):
+            run_job(self, job, plan, entry)
+            return [job.state]
+
+        try:
+            call_queue.wrap_gradio_gpu_call(body, extra_outputs=[""])(job.task_id)
+        finally:
+            if job.state in (QUEUED, RUNNING):   # the queue itself failed: webui reported it
+                job.update(state=FAILED, error=job.error or "the job could not run; see webui's console")
+            job.update(finished=time.time())   # after webui's queue has let go of the job
+
+    def job(self, job_id) -> Optional[Job]:
+        with self.lock:
+            return self.jobs.get(str(job_id))
+
+    def running_job(self) -> Optional[Job]:
+        with self.lock:
+            return next((job for job in self.jobs.values() if job.state == RUNNING), None)
+
+    def interrupt(self, job_id) -> Optional[Job]:
+        job = self.job(job_id)
+        if job is not None:
+            job.interrupt()
+        return job
+
+    # ---- webui events ----
+
+    def on_model_loaded(self, sd_model) -> None:
+        job = self.running_job()
+        if job is not None:
+            text = "webui loaded another model during training; the job saves and stops"
+            job.update(model_changed=text)
+            job.add("messages", text)
+        self.generation.reattach(sd_model)
+
+    def unload(self) -> None:
+        """Script unload: detach generation networks and drop caches; running jobs go on (they own their hooks)."""
+        self.generation.detach()
+        self.library.forget()
+        job = self.running_job()
+        if job is not None:
+            logger.info("a hypernetwork training job (%s) keeps running through the script reload", job.network)
+
+
+def _webui_template(template) -> str:
+    """A template named like a file in webui's textual-inversion templates folder is that file; other names are
+    hypernet_ext's shipped templates or paths (DataConfig resolves them)."""
+    from modules.textual_inversion import textual_inversion
+
+    templates = textual_inversion.textual_inversion_templates or textual_inversion.list_textual_inversion_templates()
+    text = str(template or "").strip()
+    for key in (text, f"{text}.txt"):
+        found = templates.get(key)
+        if found is not None:
+            return found.path
+    return text
+
+
+def _check_plan(plan) -> None:
+    """What can be checked before queueing: schedules against the steps, the optimizer, the sampler."""
+    from ..optim import load_optimizer_class
+    from .previews import sampler_name
+
+    try:
+        LRSchedule.from_config(plan.train.schedule, plan.train.steps)
+    except ConfigError as err:
+        if getattr(err, "field", None) is None:
+            err.field = "learn_rate"
+        raise
+    try:
+        load_optimizer_class(plan.train.optimizer.name)
+    except ConfigError as err:
+        err.field = "optimizer"
+        raise
+    try:
+        sampler_name(plan.run.preview_sampler)
+    except ConfigError as err:
+        err.field = "preview_sampler"
+        raise
+
+
+_session: Optional[Session] = None
+_session_lock = threading.Lock()
+
+
+def get_session() -> Session:
+    """The session, created on first use (never at import)."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = Session()
+        return _session

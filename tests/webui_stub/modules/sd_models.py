@@ -1,0 +1,63 @@
+"""Stand-in for webui v1.10.1 modules/sd_models.py: checkpoint infos, selecting by the setting, and "loading"
+(the tests register a ready model per checkpoint file in ``models``)."""
+import os
+
+from modules import script_callbacks, shared
+
+checkpoints_list = {}      # title -> CheckpointInfo
+checkpoint_aliases = {}    # title, name, filename... -> CheckpointInfo
+models = {}                # filename -> the model "loaded" for it (set by the tests)
+loads = []                 # titles loaded, in order
+
+
+class CheckpointInfo:
+    """(modules/sd_models.py: CheckpointInfo) for a file; the hash is a fixed string here."""
+
+    def __init__(self, filename):
+        self.filename = filename
+        self.name = os.path.basename(filename)
+        self.name_for_extra = os.path.splitext(self.name)[0]
+        self.model_name = os.path.splitext(self.name)[0]
+        self.sha256 = None
+        self.shorthash = f"{abs(hash(filename)) % 10**10:010d}"
+        self.title = f"{self.name} [{self.shorthash}]"
+        self.short_title = f"{self.name_for_extra} [{self.shorthash}]"
+
+    def register(self):
+        """(modules/sd_models.py: CheckpointInfo.register)"""
+        checkpoints_list[self.title] = self
+        for alias in (self.title, self.name, self.name_for_extra, self.filename):
+            checkpoint_aliases[alias] = self
+
+
+def select_checkpoint():
+    """The CheckpointInfo the setting sd_model_checkpoint names (modules/sd_models.py: select_checkpoint)."""
+    info = checkpoint_aliases.get(shared.opts.sd_model_checkpoint)
+    return info if info is not None else next(iter(checkpoints_list.values()), None)
+
+
+def load_model(checkpoint_info=None, already_loaded_state_dict=None):
+    """Make the model registered for the checkpoint webui's loaded model: the attributes webui sets
+    (modules/sd_models.py: load_model and load_model_weights), then the model_loaded callbacks."""
+    checkpoint_info = checkpoint_info or select_checkpoint()
+    model = models[checkpoint_info.filename]
+    model.sd_checkpoint_info = checkpoint_info
+    model.sd_model_checkpoint = checkpoint_info.filename
+    model.sd_model_hash = checkpoint_info.shorthash
+    model.is_sd1, model.is_sd2, model.is_sdxl, model.is_ssd, model.is_sd3 = True, False, False, False, False
+    model.lowvram = bool(getattr(shared.cmd_opts, "medvram", False) or getattr(shared.cmd_opts, "lowvram", False))
+    model.alphas_cumprod_original = model.alphas_cumprod
+    shared.sd_model = model
+    shared.opts.data["sd_model_checkpoint"] = checkpoint_info.title
+    loads.append(checkpoint_info.title)
+    script_callbacks.model_loaded_callback(model)
+    return model
+
+
+def reload_model_weights(sd_model=None, info=None, forced_reload=False):
+    """Load the checkpoint the setting names when it is not the loaded one (modules/sd_models.py)."""
+    checkpoint_info = info or select_checkpoint()
+    sd_model = sd_model or shared.sd_model
+    if sd_model is not None and sd_model.sd_checkpoint_info.filename == checkpoint_info.filename:
+        return sd_model
+    return load_model(checkpoint_info)
