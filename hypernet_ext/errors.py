@@ -4,6 +4,7 @@ Every error a user can cause derives from HypernetError; messages name the field
 and what to do instead. Glue code (CLI, UI) shows ``str(error)`` as is; values that come from files are quoted
 through ``excerpt``, so a message never repeats more than a few dozen characters of a file's content.
 """
+import re
 import reprlib
 
 _REPR = reprlib.Repr()
@@ -16,6 +17,16 @@ def excerpt(value, limit: int = 60, quote: bool = True) -> str:
     (reprlib never expands a structure fully, so even a huge or deeply nested value costs little)."""
     text = value if isinstance(value, str) and not quote else _REPR.repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def error_field(err: Exception):
+    """The option an error is about: its ``field`` attribute, else the 'name:' its message starts with (our
+    messages do), else None."""
+    field = getattr(err, "field", None)
+    if field:
+        return field
+    match = re.match(r"([a-z_][a-z0-9_]*):\s", str(err))
+    return match.group(1) if match else None
 
 
 class HypernetError(Exception):

@@ -188,6 +188,40 @@ class LRSchedule:
     def end_message(self) -> Optional[str]:
         return self.rates.end_message
 
+    def describe(self) -> str:
+        """The schedule in words, as the Train tab shows it back before a run: '0.001 until step 100, then 1e-5
+        until step 1000', with warmup, cosine cycles, pieces not used, an early end and clipping when set."""
+        c = self.config
+        parts = [", then ".join(f"{number_text(rate)} until step {end}" for rate, end in self.rates.spans)]
+        if self.cosine is not None:
+            cycles = f"cosine cycles of {c.cycle_steps} steps"
+            if c.cycle_mult != 1:
+                cycles += f", each {c.cycle_mult:g} times longer"
+            if c.cycle_warmup:
+                cycles += f", rising over their first {c.cycle_warmup} steps"
+            if c.gamma != 1:
+                cycles += f", peaks times {c.gamma:g} per cycle"
+            parts.append(f"each rate the peak of {cycles}, down to {number_text(c.min_lr)}")
+        if c.warmup_steps:
+            parts.insert(0, f"warmup over {c.warmup_steps} steps from {c.warmup_start:g} of the rate")
+        if self.rates.unused:
+            parts.append(f"not used ({self.rates.unused_reason}): {', '.join(self.rates.unused)}")
+        if self.ends_early:
+            parts.append(f"training stops at step {self.end_step}, before max steps {self.max_steps}")
+        if self.clip is not None:
+            clip = ", then ".join(f"{number_text(value)} until step {end}" for value, end in self.clip.spans)
+            parts.append(f"gradients clipped by {self.clip_mode} at {clip}")
+        return "; ".join(parts)
+
+
+def number_text(value: float) -> str:
+    """A rate as people write it: 0.001, 1e-5 (not 1e-05)."""
+    text = f"{value:g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
 
 def _schedule_text(name: str, value) -> str:
     try:

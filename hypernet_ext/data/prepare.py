@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -78,17 +78,7 @@ def prepare_dataset(config: DataConfig, encode: Encode, scale_factor: float, mod
     lines = load_template(config.template)
     if config.name == "" and any("[name]" in line for line in lines):
         log.warning("the template uses [name] but no name is set: [name] becomes an empty string")
-    folder = _check_folder(config.data_dir)
-    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
-    paths, others = images.find_images(folder, config.recursive, exclude=cache_dir)
-    summary = DataSummary(folder=str(folder), found=len(paths), ignored_files=others)
-    if not paths:
-        where = "or its sub-folders" if config.recursive else "(sub-folders not searched: set recursive)"
-        kinds = ", ".join(s[1:] for s in images.IMAGE_SUFFIXES)
-        raise DataError(f"data_dir: no images in {folder} {where}; use {kinds} files ({others} other files ignored)")
-    items = _plan(config, paths, summary)
-    if not items:
-        raise DataError(f"data_dir: no usable image in {folder}: {summary}")
+    folder, cache_dir, summary, items = _planned(config)
     variants = (False, True) if config.flip > 0 else (False,)
     per_call = max(1, encode_batch_size // len(variants))
     samples: List[Sample] = []
@@ -113,6 +103,35 @@ def prepare_dataset(config: DataConfig, encode: Encode, scale_factor: float, mod
         summary.buckets[sample.bucket] = summary.buckets.get(sample.bucket, 0) + 1
     log.info("data set ready: %s (%d encoded, %d from cache)", summary, summary.encoded, summary.from_cache)
     return LatentDataset(config, samples, lines, scale_factor, summary)
+
+
+def count_images(config: DataConfig) -> DataSummary:
+    """What ``prepare_dataset`` would use, from the file headers alone (nothing is decoded or encoded): images
+    found, used, skipped and why, and how many go to each bucket. Raises DataError like prepare_dataset for a
+    missing folder, a folder without images, or when no image is usable; images that turn out unreadable only
+    when decoded are counted as used here."""
+    load_template(config.template)
+    _, _, summary, items = _planned(config)
+    summary.used = len(items)
+    for item in items:
+        summary.buckets[item.bucket] = summary.buckets.get(item.bucket, 0) + 1
+    return summary
+
+
+def _planned(config: DataConfig) -> Tuple[Path, Optional[Path], DataSummary, List[_Item]]:
+    """The folder, the cache folder, the summary so far and the usable images; DataError when there are none."""
+    folder = _check_folder(config.data_dir)
+    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
+    paths, others = images.find_images(folder, config.recursive, exclude=cache_dir)
+    summary = DataSummary(folder=str(folder), found=len(paths), ignored_files=others)
+    if not paths:
+        where = "or its sub-folders" if config.recursive else "(sub-folders not searched: set recursive)"
+        kinds = ", ".join(s[1:] for s in images.IMAGE_SUFFIXES)
+        raise DataError(f"data_dir: no images in {folder} {where}; use {kinds} files ({others} other files ignored)")
+    items = _plan(config, paths, summary)
+    if not items:
+        raise DataError(f"data_dir: no usable image in {folder}: {summary}")
+    return folder, cache_dir, summary, items
 
 
 def _check_folder(data_dir: str) -> Path:

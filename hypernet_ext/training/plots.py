@@ -62,7 +62,8 @@ def _scale(value: float, log: bool) -> float:
 
 def _span(values: List[float]) -> Tuple[float, float]:
     low, high = min(values), max(values)
-    return (low, high) if high > low else (low - 0.5, high + 0.5) if low == 0 else (low * 0.99, high * 1.01)
+    pad = 0.5 if low == 0 else abs(low) * 0.01   # a flat line sits in the middle (log values may be negative)
+    return (low, high) if high > low else (low - pad, high + pad)
 
 
 def _draw_panel(draw: ImageDraw.ImageDraw, box: Tuple[int, int, int, int], panel: Panel) -> None:
@@ -79,7 +80,7 @@ def _draw_panel(draw: ImageDraw.ImageDraw, box: Tuple[int, int, int, int], panel
     ys = [_scale(y, panel.log_y) for p in points for _, y in p]
     (x0, x1), (y0, y1) = _span(xs), _span(ys)
     if panel.x_range is not None:
-        x0, x1 = (_scale(v, panel.log_x) for v in panel.x_range)
+        x0, x1 = _span([_scale(v, panel.log_x) for v in panel.x_range])
 
     def place(x, y):
         x, y = _scale(x, panel.log_x), _scale(y, panel.log_y)
@@ -123,9 +124,9 @@ def chart(panels: Sequence[Panel], size: Tuple[int, int] = (640, 360)) -> Image.
 def run_chart(rows: Sequence[Dict[str, object]], title: str = "", size: Tuple[int, int] = (720, 640)
               ) -> Image.Image:
     """A run from its loss-log rows (training.logs.read_loss_csv), three panels against the step: the training
-    loss and its running mean, the validation loss, the learning rate (log axis); the guard's actions as red
-    lines. After a rollback the step goes back: each stretch between rollbacks is drawn on its own, the
-    abandoned ones paler."""
+    loss and its running mean, the validation loss (left out when there is none), the learning rate (log axis);
+    the guard's actions as red lines. After a rollback the step goes back: each stretch between rollbacks is drawn
+    on its own, the abandoned ones paler."""
     stretches: List[list] = [[]]
     for row in rows:
         if stretches[-1] and row["step"] <= stretches[-1][-1]["step"]:
@@ -144,7 +145,10 @@ def run_chart(rows: Sequence[Dict[str, object]], title: str = "", size: Tuple[in
         steps = [r["step"] for r in part if _usable(r["learn_rate"], True)]
         rate.append(Series(steps, [r["learn_rate"] for r in part if _usable(r["learn_rate"], True)], shade(BLUE), 2))
         markers += [Marker(r["step"], RED, str(r["guard"])) for r in part if r.get("guard")]
-    return chart([Panel(train, title or f"training loss (grey) and its running mean over {window} steps (blue)",
-                        markers=markers, x_range=ends),
-                  Panel(val, "validation loss (fixed images, timesteps and noise)", markers=markers, x_range=ends),
-                  Panel(rate, "learning rate (log scale)", log_y=True, markers=markers, x_range=ends)], size)
+    panels = [Panel(train, title or f"training loss (grey) and its running mean over {window} steps (blue)",
+                    markers=markers, x_range=ends),
+              Panel(val, "validation loss (fixed images, timesteps and noise)", markers=markers, x_range=ends),
+              Panel(rate, "learning rate (log scale)", log_y=True, markers=markers, x_range=ends)]
+    if not any(series.xs for series in val):   # a run without validation: no empty panel
+        del panels[1]
+    return chart(panels, size)

@@ -47,16 +47,21 @@ def to_images(pixels: torch.Tensor) -> List[Image.Image]:
 
 
 def image_grid(rows: Sequence[Sequence[Image.Image]], labels: Sequence[str] = (), scale: int = 2,
-               pad: int = 4) -> Image.Image:
-    """Rows of equally sized images in one picture, each row with an optional label on its left."""
+               pad: int = 4, column_labels: Sequence[str] = ()) -> Image.Image:
+    """Rows of equally sized images in one picture, each row with an optional label on its left and each column
+    with an optional label above it."""
     width, height = rows[0][0].size
     width, height = width * scale, height * scale
     label_w = 8 + 7 * max((len(s) for s in labels), default=0) if labels else 0
+    top_h = 18 if column_labels else 0
     columns = max(len(r) for r in rows)
-    grid = Image.new("RGB", (label_w + columns * (width + pad) + pad, len(rows) * (height + pad) + pad), "white")
+    grid = Image.new("RGB", (label_w + columns * (width + pad) + pad, top_h + len(rows) * (height + pad) + pad),
+                     "white")
     draw = ImageDraw.Draw(grid)
+    for c, text in enumerate(column_labels):
+        draw.text((label_w + pad + c * (width + pad), 4), text, fill="black")
     for r, row in enumerate(rows):
-        top = pad + r * (height + pad)
+        top = top_h + pad + r * (height + pad)
         if r < len(labels):
             draw.text((4, top + height // 2 - 6), labels[r], fill="black")
         for c, image in enumerate(row):

@@ -3,6 +3,7 @@
   GET  /hypernet-ext/v1/networks                 -> [NetworkItem]
   POST /hypernet-ext/v1/networks                 CreateNetworkRequest -> {name, path}
   POST /hypernet-ext/v1/train                    TrainRequest -> {job_id, task_id}   (queued like a UI job)
+  POST /hypernet-ext/v1/find-lr                  FindLRRequest -> {job_id, task_id}  (the LR range test)
   GET  /hypernet-ext/v1/jobs/{job_id}            -> JobResponse (?history=true: loss and LR per step)
   POST /hypernet-ext/v1/jobs/{job_id}/interrupt  -> JobResponse
 
@@ -13,16 +14,15 @@ This module does not use postponed annotations: FastAPI reads the endpoint annot
 """
 import dataclasses
 import logging
-import re
 import typing
 from secrets import compare_digest
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..config import NetworkConfig, default_of, help_of
-from ..errors import HypernetError
+from ..errors import HypernetError, error_field
 from .host import NotSupported
 from .library import UnknownNetwork
-from .train_request import SETTING_DEFAULTS, request_fields
+from .train_request import SETTING_DEFAULTS, finder_fields, request_fields
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,14 @@ def _train_fields() -> dict:
     return fields
 
 
+def _find_lr_fields() -> dict:
+    """The train request's fields (resume aside) and the range test's ``find_lr_*`` options."""
+    fields = {name: spec for name, spec in _train_fields().items() if name != "resume"}
+    for name, spec in finder_fields().items():
+        fields[name] = (api_type(spec.type), _field(spec.default, spec.help))
+    return fields
+
+
 def build_models() -> Dict[str, type]:
     """The request models (from the config dataclasses) and the response models."""
     from pydantic import BaseModel, create_model
@@ -108,6 +116,7 @@ def build_models() -> Dict[str, type]:
         job_id: str
         network: str
         task_id: str
+        kind: str
         state: str
         step: int
         total: int
@@ -117,25 +126,19 @@ def build_models() -> Dict[str, type]:
         files: List[str]
         checkpoints: List[str]
         validation: List[Dict[str, Any]]
+        guard: List[Dict[str, Any]]
         previews: List[Dict[str, Any]]
         messages: List[str]
         error: Optional[str]
+        lr_find: Optional[Dict[str, Any]] = None
         history: Optional[List[Dict[str, Any]]] = None
 
     return {"NetworkItem": create_model("HypernetExtNetworkItem", **item),
             "CreateNetworkResponse": CreateNetworkResponse, "TrainResponse": TrainResponse, "JobResponse": JobResponse,
             "CreateNetworkRequest": create_model("HypernetExtCreateNetworkRequest", __config__=Strict,
                                                  **_create_fields()),
-            "TrainRequest": create_model("HypernetExtTrainRequest", __config__=Strict, **_train_fields())}
-
-
-def error_field(err: Exception) -> Optional[str]:
-    """The option an error is about: its ``field``, else the 'name:' its message starts with (our errors do)."""
-    field = getattr(err, "field", None)
-    if field:
-        return field
-    match = re.match(r"([a-z_][a-z0-9_]*):\s", str(err))
-    return match.group(1) if match else None
+            "TrainRequest": create_model("HypernetExtTrainRequest", __config__=Strict, **_train_fields()),
+            "FindLRRequest": create_model("HypernetExtFindLRRequest", __config__=Strict, **_find_lr_fields())}
 
 
 def http_error(err: Exception):
@@ -178,6 +181,7 @@ def register(app, session, api_auth: Optional[str]) -> List[Any]:
     models = build_models()
     job_response, item_model = models["JobResponse"], models["NetworkItem"]
     CreateNetworkRequest, TrainRequest = models["CreateNetworkRequest"], models["TrainRequest"]
+    FindLRRequest = models["FindLRRequest"]
 
     def list_networks():
         names = list(item_model.__fields__)
@@ -201,6 +205,15 @@ def register(app, session, api_auth: Optional[str]) -> List[Any]:
             raise http_error(err) from None
         return models["TrainResponse"](job_id=job.id, task_id=job.task_id)
 
+    def find_lr(request: FindLRRequest):
+        values = request.dict(exclude_unset=True)
+        network = values.pop("network")
+        try:
+            job = session.start_find_lr(network, **values)
+        except HypernetError as err:
+            raise http_error(err) from None
+        return models["TrainResponse"](job_id=job.id, task_id=job.task_id)
+
     def get_job(job_id: str, history: bool = False):
         return job_response(**_job(session, job_id).view(history=history))
 
@@ -214,6 +227,7 @@ def register(app, session, api_auth: Optional[str]) -> List[Any]:
         ("/networks", list_networks, "GET", List[item_model]),
         ("/networks", create_network, "POST", models["CreateNetworkResponse"]),
         ("/train", train, "POST", models["TrainResponse"]),
+        ("/find-lr", find_lr, "POST", models["TrainResponse"]),
         ("/jobs/{job_id}", get_job, "GET", job_response),
         ("/jobs/{job_id}/interrupt", interrupt_job, "POST", job_response),
     ]

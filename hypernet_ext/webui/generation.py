@@ -13,8 +13,9 @@ import math
 import threading
 from typing import List, Optional, Tuple
 
-from ..attach import attach, attention_modules
+from ..attach import attach
 from ..errors import HypernetError
+from ..training.preflight import model_widths  # noqa: F401 - the session asks generation for it
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +43,6 @@ def parse_params(params_list) -> Tuple[List[Tuple[str, float]], List[str]]:
                 continue
         wanted.append((name, strength))
     return wanted, warnings
-
-
-def model_widths(unet) -> List[int]:
-    """Every input width of the model's to_k / to_v layers."""
-    widths = set()
-    for _, module, width in attention_modules(unet):
-        widths.add(width)
-        v_width = getattr(module.to_v, "in_features", None)
-        if isinstance(v_width, int):
-            widths.add(v_width)
-    return sorted(widths)
 
 
 class GenerationNetworks:

@@ -1,4 +1,5 @@
-"""The body of a training job, run by the session inside webui's queue (the GPU lock held, ``shared.state`` begun).
+"""The body of a training job (or a learning-rate range test), run by the session inside webui's queue (the GPU
+lock held, ``shared.state`` begun).
 
 Order: refuse what cannot work (--lowvram, a model family we cannot train), capture the model's state, take
 webui's training checkpoint hijack off and our generation networks off, load the network (the newest complete
@@ -11,26 +12,21 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import time
 from pathlib import Path
-
-import torch
+from types import SimpleNamespace
 
 from .. import formats
 from ..data import prepare_dataset
-from ..errors import HypernetError
-from ..training import Trainer
+from ..training import Trainer, find_lr
+from ..training.jobs import JobStopped as Stopped
+from ..training.jobs import run_job as run_guarded
 from ..training.prompts import CachedConditioning, dataset_prompts
 from . import model_state
 from .host import NotSupported, WebuiHost
-from .jobs import DONE, FAILED, INTERRUPTED, RUNNING, JobCallbacks
+from .jobs import JobCallbacks, curve_view
 from .previews import Previewer, checkpoint_changed
 
 logger = logging.getLogger(__name__)
-
-
-class Stopped(Exception):
-    """The job was asked to stop before training began."""
 
 
 def refuse_unsupported() -> None:
@@ -105,12 +101,12 @@ def log_folder(root: str, name: str) -> Path:
     return base / datetime.date.today().isoformat() / name
 
 
-def run_job(session, job, plan, entry) -> None:
-    """Train ``entry``'s network as ``plan`` says; every outcome ends up in ``job`` (never raises)."""
+def run_job(session, job, plan, entry, finder=None) -> None:
+    """Train ``entry``'s network as ``plan`` says (with ``finder``, a FindLRConfig: run the range test instead);
+    every outcome ends up in ``job`` (never raises)."""
     from modules import shared
 
-    job.update(state=RUNNING, started=time.time())
-    try:
+    def work() -> bool:
         if job.stop_requested:
             raise Stopped("interrupted before it started; nothing was trained")
         refuse_unsupported()
@@ -122,7 +118,7 @@ def run_job(session, job, plan, entry) -> None:
         try:
             session.generation.detach()
             with checkpoint_hijack_off():
-                result = _train(session, job, plan, entry, host)
+                result = _train(session, job, plan, entry, host, finder)
         finally:
             shared.loaded_hypernetworks = native
             model_state.restore(before)
@@ -131,30 +127,19 @@ def run_job(session, job, plan, entry) -> None:
                 text = "the model was not left exactly as before the run: " + "; ".join(changed[:5])
                 logger.warning("%s", text)
                 job.add("messages", text)
-        state = INTERRUPTED if result.interrupted else DONE
-        job.update(state=state, error=job.model_changed if state == INTERRUPTED else None)
-    except Stopped as why:
-        job.add("messages", str(why))
-        job.update(state=INTERRUPTED)
-    except HypernetError as err:
-        job.update(state=FAILED, error=str(err))
-        job.add("messages", str(err))
-        logger.error("hypernetwork training failed: %s", err)
-    except torch.cuda.OutOfMemoryError as err:
-        text = (f"out of GPU memory ({str(err).splitlines()[0]}); lower the batch size or the image size, turn on "
-                "gradient checkpointing, or move the VAE and text encoder to the CPU")
-        job.update(state=FAILED, error=text)
-        logger.error("hypernetwork training failed: %s", text)
-    except Exception as err:   # noqa: BLE001 - a bug: the job fails with the error, the console gets the trace
-        job.update(state=FAILED, error=f"{type(err).__name__}: {err}")
-        logger.exception("hypernetwork training failed")
+        if result.interrupted and job.model_changed:
+            job.update(error=job.model_changed)
+        return result.interrupted
+
+    run_guarded(job, work)
 
 
-def _train(session, job, plan, entry, host):
+def _train(session, job, plan, entry, host, finder=None):
+    """Prepare the network, data and conditioning, then train (or, with ``finder``, run the range test)."""
     from modules import sd_hijack, shared
 
     callbacks = JobCallbacks(job, shared.state, checkpoint_changed=checkpoint_changed)
-    shared.state.job_count = plan.train.steps
+    shared.state.job_count = finder.steps if finder else plan.train.steps
     shared.state.textinfo = f"Preparing to train {entry.name}..."
     sd_hijack.model_hijack.embedding_db.load_textual_inversion_embeddings()
     source = entry.path
@@ -164,7 +149,7 @@ def _train(session, job, plan, entry, host):
             job.add("messages", f"no checkpoint of {entry.name} with its .optim yet; starting from {entry.path}")
         source = newest or entry.path
     network = formats.load(source, map_location="cpu")
-    job.add("messages", f"training {source} (step {network.step})")
+    job.add("messages", f"{'range test on' if finder else 'training'} {source} (step {network.step})")
 
     def preparing(done, total, what="images"):
         if callbacks.should_stop():
@@ -178,6 +163,9 @@ def _train(session, job, plan, entry, host):
     if plan.run.unload_vae:
         placement.unload(host.vae(), "VAE")
     trained_on = _conditioning(host, dataset, plan, job, placement, preparing)
+    if finder is not None:
+        placement.unet_ready()
+        return _find_lr(job, plan, trained_on, network, dataset, finder, callbacks)
     previewer = None
     if plan.train.preview_every:
         width, height = dataset.buckets[0]
@@ -196,6 +184,20 @@ def _train(session, job, plan, entry, host):
     if result.interrupted:
         job.add("messages", f"interrupted at step {result.step}; saved {result.final_path}")
     return result
+
+
+def _find_lr(job, plan, host, network, dataset, finder, callbacks):
+    """The range test on a copy of the network (its file is not touched); the curve goes into the job, its plot
+    beside the run's logs."""
+    curve = find_lr(host, network, dataset, plan.train, finder, callbacks)
+    job.update(lr_find=curve_view(curve))
+    if curve.rates:
+        path = Path(plan.train.log_dir) / f"{plan.train.name}-lr-find.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        curve.plot().save(path)
+        job.add("files", str(path))
+    job.add("messages", curve.summary())
+    return SimpleNamespace(interrupted=bool(job.stop_requested))
 
 
 def _conditioning(host, dataset, plan, job, placement, preparing):

@@ -12,9 +12,15 @@ API (``session = get_session()``; every method may be called from any thread):
   queue (``call_queue.wrap_gradio_gpu_call``, the GPU lock) like a UI job; the options are
   ``train_request.request_fields()`` (every field of the configs), unset ones from webui's settings. Raises
   ConfigError (``.field`` names the option) / UnknownNetwork before anything is queued.
-- ``session.job(job_id)`` -> ``Job`` or None; ``job.view(history=True)`` -> state, step, total, loss,
+- ``session.check_training(network, data_dir, resume=False, **options)`` -> ``RunCheck`` (training.preflight):
+  the schedule in words, the data set counted, the network's widths against the model's, problems by option;
+  nothing is queued or encoded.
+- ``session.start_find_lr(network, data_dir, **options)`` -> ``Job`` of kind ``find_lr``: the learning-rate range
+  test with the training options and ``find_lr_*`` options, queued like a training job; its view's ``lr_find``
+  holds the curve, the suggested rate and schedule string once done.
+- ``session.job(job_id)`` -> ``Job`` or None; ``job.view(history=True)`` -> kind, state, step, total, loss,
   learn_rate, eta_s, history (loss, LR and time per step), validation (loss and effect size per evaluation),
-  previews, checkpoints, files, messages, error;
+  guard (the overtraining guard's actions), previews, checkpoints, files, messages, lr_find, error;
   ``job.task_id`` is webui's task id (its progress API and progress bar follow it).
 - ``session.interrupt(job_id)``: a queued job never starts, a running one saves, then stops.
 - ``session.newest_checkpoint(network)`` -> the checkpoint a resume would start from (or None).
@@ -31,16 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .. import formats
-from ..config import NetworkConfig
-from ..errors import ConfigError
-from ..network import Hypernetwork
+from ..errors import ConfigError, HypernetError
 from ..schedules import LRSchedule
+from ..training.preflight import RunCheck, check_run
 from . import settings
 from .generation import GenerationNetworks, model_widths
-from .jobs import FAILED, QUEUED, RUNNING, Job
-from .library import NetworkLibrary
-from .train_request import build_plan, option_default
+from .jobs import FAILED, FIND_LR, QUEUED, RUNNING, Job
+from .library import LISTED_WHERE, NetworkLibrary
+from .train_request import build_finder, build_plan, finder_fields, option_default, set_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class Session:
     """See the module docstring."""
 
     def __init__(self, folder=_hypernetwork_dir):
-        self.library = NetworkLibrary(folder, lambda: settings.get("hypernet_ext_network_cache"))
+        self.library = NetworkLibrary(folder, lambda: settings.get("hypernet_ext_network_cache"), LISTED_WHERE)
         self.generation = GenerationNetworks(self.library)
         self.jobs: Dict[str, Job] = {}
         self.replaced: Dict[str, object] = {}   # webui's own extra network and page while ours stand in
@@ -102,19 +106,8 @@ class Session:
         """Write a new network file (see the module docstring); ConfigError / FileExistsError on bad input."""
         from modules import shared
 
-        path = self.library.new_path(name, overwrite)
-        if fields.get("sizes") in (None, "", "auto", [], ()):
-            fields["sizes"] = self.model_widths()
-        unknown = sorted(set(fields) - {f for f in NetworkConfig.__dataclass_fields__ if f != "lenient"})
-        if unknown:
-            error = ConfigError(f"{unknown[0]}: not an option of a new network")
-            error.field = unknown[0]
-            raise error
-        config = NetworkConfig(**fields)
-        network = Hypernetwork(config, name=path.stem)
-        formats.save(network, path)
+        path = self.library.create(name, overwrite, self.model_widths, **fields)
         shared.reload_hypernetworks()   # webui's own list (its "Add hypernetwork to prompt" setting) sees it too
-        logger.info("created hypernetwork %s (widths %s)", path, list(config.sizes))
         return path
 
     def newest_checkpoint(self, network) -> Optional[Path]:
@@ -122,41 +115,66 @@ class Session:
 
     # ---- training ----
 
-    def start_training(self, network, data_dir=None, resume: bool = False, **options) -> Job:
-        """Validate, then queue a training job (see the module docstring)."""
+    def _plan(self, network, data_dir, resume: bool, options: dict):
+        """(entry, TrainPlan) of a request; ConfigError (with ``field``) / UnknownNetwork / NotSupported."""
         from .run import log_folder, refuse_unsupported
 
         refuse_unsupported()
         entry = self.library.resolve(network)
-        if data_dir is not None:
-            options["data_dir"] = data_dir
-        if not options.get("data_dir") or not Path(str(options["data_dir"])).expanduser().is_dir():
-            error = ConfigError(f"data_dir: {options.get('data_dir')!r} is not a folder; give the folder that holds "
-                                "the training images")
-            error.field = "data_dir"
-            raise error
+        set_data_dir(options, data_dir)
         options["template"] = _webui_template(options.get("template", option_default("template", settings.get,
                                                                                          settings.webui_option)))
         log_dir = log_folder(settings.get("hypernet_ext_log_dir"), entry.name)
-        plan = build_plan(options, entry.name, str(entry.path.parent), str(log_dir), resume,
-                          lambda option: option_default(option, settings.get, settings.webui_option))
+        plan = build_plan(options, entry.name, str(entry.path.parent), str(log_dir), resume)
         _check_plan(plan)
-        job = Job(id=secrets.token_hex(6), network=entry.name, task_id="", resume=bool(resume))
+        return entry, plan
+
+    def start_training(self, network, data_dir=None, resume: bool = False, **options) -> Job:
+        """Validate, then queue a training job (see the module docstring)."""
+        entry, plan = self._plan(network, data_dir, resume, options)
+        return self._queue(Job(id=secrets.token_hex(6), network=entry.name, task_id="", resume=bool(resume)),
+                           plan, entry)
+
+    def check_training(self, network, data_dir=None, resume: bool = False, **options) -> RunCheck:
+        """What a run with these options would do, checked before it starts (training.preflight): the schedule
+        in words, the data set counted, the network's widths against the model's; problems instead of errors."""
+        try:
+            entry, plan = self._plan(network, data_dir, resume, options)
+            source = (self.library.newest_checkpoint(entry) if resume else None) or entry.path
+            info = self.library.describe(source)
+        except HypernetError as err:
+            check = RunCheck()
+            check.problem(None, err)
+            return check
+        what = "resumes from" if resume and source != entry.path else "starts from"
+        return check_run(plan, info.widths, self.model_widths(), int(info.step),
+                         f"{what} {source} (step {int(info.step)})")
+
+    def start_find_lr(self, network, data_dir=None, **options) -> Job:
+        """Queue a learning-rate range test (hypernet_ext.training.lr_finder) on a copy of ``network`` with the
+        training options and ``find_lr_*`` options; its job view's ``lr_find`` holds the curve and the suggested
+        rate and schedule when it is done. The network's file is never touched."""
+        finder = build_finder({k: options.pop(k) for k in list(options) if k in finder_fields()})
+        entry, plan = self._plan(network, data_dir, False, options)
+        job = Job(id=secrets.token_hex(6), network=entry.name, task_id="", kind=FIND_LR)
+        return self._queue(job, plan, entry, finder)
+
+    def _queue(self, job: Job, plan, entry, finder=None) -> Job:
         job.task_id = f"task(hypernet-ext-{job.id})"
         with self.lock:
             self.jobs[job.id] = job
-        thread = threading.Thread(target=self._worker, args=(job, plan, entry), name=f"hypernet-ext-{job.id}",
-                                  daemon=True)
+        thread = threading.Thread(target=self._worker, args=(job, plan, entry, finder),
+                                  name=f"hypernet-ext-{job.id}", daemon=True)
         thread.start()
         return job
 
-    def _worker(self, job: Job, plan, entry) -> None:
+    def _worker(self, job: Job, plan, entry, finder=None) -> None:
         from modules import call_queue
 
         from .run import run_job
 
         def body(task_id):
-            run_job(self, job, plan, entry)
+            run_job(self, job, plan, entry, finder)
             return [job.state]
 
         try:

@@ -1,93 +1,25 @@
-"""A training request inside webui: one flat set of options built from the config dataclasses, and the plan.
-
-Every field of TrainConfig, of the configs nested in it (schedule and optimizer fields under their own names,
-``val_*`` for validation, ``guard_*`` for the guard, and so on for any new one), of DataConfig and of RunConfig
-is a request option (``request_fields()``; a name two configs share, such as ``seed``, sets both, as on the
-command line), except those the session sets itself: the network's name and its folders. A new config field is an
-option without any edit here. Options not given take webui's settings where webui has one (``SETTING_DEFAULTS``),
-else the dataclass default. ``build_plan`` turns given values into validated configs; a ConfigError carries
-``field``, the option's request name.
+"""A training request inside webui: the options of hypernet_ext.training.request, with webui's settings as the
+defaults of those webui has a setting for (``SETTING_DEFAULTS``); the rest default to the config dataclasses.
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
-from ..config import ConfigMixin, default_of, help_of
-from ..data import DataConfig
-from ..errors import ConfigError
-from ..optim import OptimizerConfig
-from ..training.config import TrainConfig
-
-
-@dataclass
-class RunConfig(ConfigMixin):
-    """Options of a run inside webui: previews through txt2img, and memory."""
-
-    preview_prompt: str = field(default="", metadata={
-        "help": "Prompt of the previews (extra-network tags in it are ignored). Empty: the first training prompt."})
-    preview_negative_prompt: str = field(default="", metadata={"help": "Negative prompt of the previews."})
-    preview_steps: int = field(default=20, metadata={"help": "Sampling steps of a preview."})
-    preview_sampler: str = field(default="", metadata={
-        "help": "Sampler of the previews, by webui's name or alias (e.g. 'Euler a'). Empty: webui's default."})
-    preview_cfg_scale: float = field(default=7.0, metadata={"help": "CFG scale of the previews."})
-    preview_seed: int = field(default=1234, metadata={
-        "help": "Seed of every preview, fixed so previews compare across steps; -1: a new random seed each time."})
-    preview_width: int = field(default=0, metadata={"help": "Preview width; 0: the training images' width."})
-    preview_height: int = field(default=0, metadata={"help": "Preview height; 0: the training images' height."})
-    optimizer_to_cpu: bool = field(default=True, metadata={
-        "help": "Move the optimizer state to the CPU while a preview renders."})
-    unload_vae: bool = field(default=False, metadata={"help": "Move the VAE to the CPU once the latents are cached."})
-    unload_text_encoder: bool = field(default=False, metadata={
-        "help": "Move the text encoder to the CPU once the conditioning of every training prompt is cached."})
-
-    def __post_init__(self):
-        for name in ("preview_steps", "preview_seed", "preview_width", "preview_height"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name}: {value!r} must be a whole number")
-        if self.preview_steps < 1:
-            raise ConfigError(f"preview_steps: {self.preview_steps} must be at least 1")
-        for name in ("preview_width", "preview_height"):
-            value = getattr(self, name)
-            if value < 0 or value % 8:
-                raise ConfigError(f"{name}: {value} must be 0 (the training size) or a positive multiple of 8")
-        if isinstance(self.preview_cfg_scale, bool) or not isinstance(self.preview_cfg_scale, (int, float)):
-            raise ConfigError(f"preview_cfg_scale: {self.preview_cfg_scale!r} must be a number")
-        for name in ("optimizer_to_cpu", "unload_vae", "unload_text_encoder"):
-            setattr(self, name, bool(getattr(self, name)))
-        self.preview_prompt = str(self.preview_prompt or "")
-        self.preview_negative_prompt = str(self.preview_negative_prompt or "")
-        self.preview_sampler = str(self.preview_sampler or "").strip()
-
-
-# a config nested in TrainConfig gives its fields as options named "<prefix>_<field>"; the prefix is the
-# attribute's name unless listed here ("": the field's own name, as the command line has them)
-NESTED_PREFIX = {"optimizer": "", "schedule": "", "validation": "val"}
-ALIASES = {(OptimizerConfig, "name"): "optimizer", (OptimizerConfig, "kwargs"): "optimizer_args"}
-SET_BY_SESSION = {
-    (TrainConfig, "name"): "the network's name",
-    (TrainConfig, "out_dir"): "the network file's folder",
-    (TrainConfig, "log_dir"): "the setting hypernet_ext_log_dir",
-    (DataConfig, "name"): "the network's name (the template's [name])",
-}
-
-
-def nested_configs() -> List[Tuple[str, type]]:
-    """(attribute, config class) of every config nested in TrainConfig (optimizer, schedule, validation, ...)."""
-    hints = typing.get_type_hints(TrainConfig)
-    return [(f.name, hints[f.name]) for f in dataclasses.fields(TrainConfig)
-            if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])
-            and issubclass(hints[f.name], ConfigMixin)]
-
-
-def sources() -> List[Tuple[type, str]]:
-    """(config class, option prefix) of every config a training request fills, in order."""
-    nested = [(cls, NESTED_PREFIX.get(attribute, attribute)) for attribute, cls in nested_configs()]
-    return [(TrainConfig, "")] + nested + [(DataConfig, ""), (RunConfig, "")]
-
+from ..training import request
+from ..training.request import (  # noqa: F401 - the request API as webui's code and the REST routes use it
+    ALIASES,
+    NESTED_PREFIX,
+    SET_BY_SESSION,
+    RequestField,
+    RunConfig,
+    TrainPlan,
+    build_finder,
+    finder_fields,
+    nested_configs,
+    request_fields,
+    set_data_dir,
+    sources,
+)
 
 # option -> (setting key, fallback); "webui:" = webui's own option; "a|b": true when either is (on/off options)
 SETTING_DEFAULTS: Dict[str, Tuple[str, Any]] = {
@@ -102,34 +34,6 @@ SETTING_DEFAULTS: Dict[str, Tuple[str, Any]] = {
 }
 
 
-@dataclass
-class RequestField:
-    """One option of a training request and the config fields it sets."""
-    name: str
-    targets: List[Tuple[type, str]]
-    type: Any
-    default: Any
-    help: str
-
-
-def request_fields() -> Dict[str, RequestField]:
-    """Option name -> RequestField, in config order (see the module docstring)."""
-    out: Dict[str, RequestField] = {}
-    nested = {cls for _, cls in nested_configs()}
-    for cls, prefix in sources():
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if (cls, f.name) in SET_BY_SESSION or f.metadata.get("internal") or hints[f.name] in nested:
-                continue
-            name = ALIASES.get((cls, f.name), f"{prefix}_{f.name}" if prefix else f.name)
-            if name in out:
-                out[name].targets.append((cls, f.name))
-                continue
-            out[name] = RequestField(name, [(cls, f.name)], hints[f.name], default_of(cls, f.name),
-                                     help_of(cls, f.name))
-    return out
-
-
 def option_default(name: str, setting: Callable[[str], Any], webui_option: Callable[[str, Any], Any]) -> Any:
     """The default of option ``name`` inside webui: its setting when it has one, else the config's default."""
     if name not in SETTING_DEFAULTS:
@@ -140,72 +44,19 @@ def option_default(name: str, setting: Callable[[str], Any], webui_option: Calla
     return any(values) if len(values) > 1 else values[0]
 
 
-@dataclass
-class TrainPlan:
-    """Validated configs of one run, and where its files go."""
-    train: TrainConfig
-    data: DataConfig
-    run: RunConfig
-    resume: bool
+def webui_defaults(setting: Optional[Callable[[str], Any]] = None) -> Dict[str, Any]:
+    """Option -> default for every option webui has a setting for (``setting(option)``; default: webui's
+    settings as they are now)."""
+    if setting is None:
+        from . import settings
 
+        def setting(option):
+            return option_default(option, settings.get, settings.webui_option)
 
-def _error_field(cls, error: ConfigError) -> Optional[str]:
-    """The option a config's error is about: its message starts with the field ("steps: ..." or, in nested
-    configs, "validation.every: ...")."""
-    named = str(error).split(":", 1)[0].strip().rsplit(".", 1)[-1]
-    for option, spec in request_fields().items():
-        if (cls, named) in spec.targets:
-            return option
-    return None
-
-
-def _build(cls, kwargs: dict):
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        err.field = getattr(err, "field", None) or _error_field(cls, err)
-        raise
-
-
-def _optimizer(kwargs: dict) -> OptimizerConfig:
-    """The name alone first, so an error names the option that is wrong (optimizer or optimizer_args)."""
-    try:
-        OptimizerConfig(**{k: v for k, v in kwargs.items() if k != "kwargs"})
-    except ConfigError as err:
-        err.field = "optimizer"
-        raise
-    try:
-        return OptimizerConfig(**kwargs)
-    except ConfigError as err:
-        err.field = "optimizer_args"
-        raise
+    return {option: setting(option) for option in SETTING_DEFAULTS}
 
 
 def build_plan(values: Dict[str, Any], name: str, out_dir: str, log_dir: str, resume: bool,
-               defaults: Callable[[str], Any]) -> TrainPlan:
-    """Configs from the options given (``values``) and ``defaults(option)`` for the rest (see module docstring).
-    Raises ConfigError (with ``field``) for an unknown option or a bad value."""
-    fields = request_fields()
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        error = ConfigError(f"{unknown[0]}: not an option of a training request; known options are "
-                            f"{', '.join(fields)}")
-        error.field = unknown[0]
-        raise error
-    kwargs: Dict[type, dict] = {cls: {} for cls, _ in sources()}
-    for option, spec in fields.items():
-        if option in values:
-            value = values[option]
-        elif option in SETTING_DEFAULTS:
-            value = defaults(option)
-        else:
-            continue
-        for cls, field_name in spec.targets:
-            kwargs[cls][field_name] = value
-    kwargs[DataConfig]["name"] = name
-    nested = {attribute: _optimizer(kwargs[cls]) if cls is OptimizerConfig else _build(cls, kwargs[cls])
-              for attribute, cls in nested_configs()}
-    train = _build(TrainConfig, dict(kwargs[TrainConfig], name=name, out_dir=out_dir, log_dir=log_dir, **nested))
-    data = _build(DataConfig, kwargs[DataConfig])
-    run = _build(RunConfig, kwargs[RunConfig])
-    return TrainPlan(train, data, run, bool(resume))
+               defaults: Optional[Callable[[str], Any]] = None) -> TrainPlan:
+    """hypernet_ext.training.request.build_plan with webui's settings (or ``defaults(option)``) as the defaults."""
+    return request.build_plan(values, name, out_dir, log_dir, resume, webui_defaults(defaults))

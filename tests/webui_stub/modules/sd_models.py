@@ -30,6 +30,18 @@ class CheckpointInfo:
             checkpoint_aliases[alias] = self
 
 
+class SdModelData:
+    """(modules/sd_models.py: SdModelData): ``sd_model`` is the loaded model or None (the stand-in keeps it in
+    shared.sd_model, a plain attribute, where webui has a property backed by this object)."""
+
+    @property
+    def sd_model(self):
+        return shared.sd_model
+
+
+model_data = SdModelData()
+
+
 def select_checkpoint():
     """The CheckpointInfo the setting sd_model_checkpoint names (modules/sd_models.py: select_checkpoint)."""
     info = checkpoint_aliases.get(shared.opts.sd_model_checkpoint)

@@ -13,3 +13,8 @@ def set_samplers():
 
 
 set_samplers()
+
+
+def visible_sampler_names():
+    """Names of the samplers webui offers (modules/sd_samplers.py: visible_sampler_names; none hidden here)."""
+    return list(all_samplers_map)
