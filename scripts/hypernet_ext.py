@@ -17,6 +17,7 @@ if os.path.dirname(os.path.abspath(hypernet_ext.__file__)) != os.path.join(_ROOT
                                               "remove the other copy", hypernet_ext.__file__, _ROOT)
 
 script_callbacks.on_ui_settings(glue.on_ui_settings)
+script_callbacks.on_ui_train_tabs(glue.on_ui_train_tabs)
 script_callbacks.on_model_loaded(glue.on_model_loaded)
 script_callbacks.on_before_ui(glue.on_before_ui)
 script_callbacks.on_app_started(glue.on_app_started)

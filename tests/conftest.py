@@ -90,3 +90,11 @@ def train_images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("train-images")
     make_shapes_dataset(folder, count=8, seed=1, sizes=[(32, 32)])
     return folder
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (``item.rep_call``): the UI tests take a screenshot on failure."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -30,8 +30,8 @@ def test_the_script_registers_only_callbacks_and_unload_undoes_everything(webui)
     from modules.ui_extra_networks_hypernets import ExtraNetworksPageHypernetworks
 
     names = {category: [c.name for c in items] for category, items in script_callbacks.callback_map.items() if items}
-    assert set(names) == {"callbacks_ui_settings", "callbacks_model_loaded", "callbacks_before_ui",
-                          "callbacks_app_started", "callbacks_script_unloaded"}
+    assert set(names) == {"callbacks_ui_settings", "callbacks_ui_train_tabs", "callbacks_model_loaded",
+                          "callbacks_before_ui", "callbacks_app_started", "callbacks_script_unloaded"}
     assert all(len(v) == 1 and "hypernet_ext.py" in v[0] for v in names.values())   # named after our script
     assert type(extra_networks.extra_network_registry["hypernet"]).__name__ == "HypernetExtraNetwork"
     pages = [type(p).__name__ for p in ui_extra_networks.extra_pages]
@@ -39,7 +39,7 @@ def test_the_script_registers_only_callbacks_and_unload_undoes_everything(webui)
     keys = [k for k in shared.opts.data_labels if k.startswith("hypernet_ext_")]
     assert len(keys) >= 6 and all(shared.opts.data_labels[k].section[0] == "hypernet_ext" for k in keys)
     routes = [r.path for r in webui.app.router.routes if r.path.startswith("/hypernet-ext/")]
-    assert len(routes) == 5
+    assert len(routes) == 6   # networks (GET, POST), train, find-lr, job, interrupt
 
     script_callbacks.script_unloaded_callback()
     assert isinstance(extra_networks.extra_network_registry["hypernet"], ExtraNetworkHypernet)
@@ -103,7 +103,7 @@ def test_several_networks_apply_in_order_once_each_and_webui_never_applies_them(
 def test_networks_are_cached_by_path_and_modification_time(webui, monkeypatch):
     import os
 
-    from hypernet_ext.webui import library
+    from hypernet_ext import library
 
     path = new_network(webui.hn_dir, "style")
     loads = []

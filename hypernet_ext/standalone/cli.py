@@ -15,7 +15,8 @@ from typing import List, Optional
 from ..errors import HypernetError
 
 # command modules, in help order
-COMMAND_MODULES = ("hypernet_ext.standalone.commands.files", "hypernet_ext.standalone.commands.train")
+COMMAND_MODULES = ("hypernet_ext.standalone.commands.files", "hypernet_ext.standalone.commands.train",
+                   "hypernet_ext.standalone.commands.app")
 
 logger = logging.getLogger(__name__)
 

@@ -107,3 +107,24 @@ def check_run(plan, network_widths: Sequence[int], model_widths: Sequence[int], 
     except HypernetError as err:
         check.problem("optimizer", err)
     return check
+
+
+def check_planned(library, entry, plan, model_widths: Sequence[int]) -> RunCheck:
+    """``check_run`` for ``entry``'s network in ``library`` (hypernet_ext.library), from the file the run starts
+    with: the newest complete checkpoint when ``plan.resume`` (the network's own file when there is none)."""
+    newest = library.newest_checkpoint(entry) if plan.resume else None
+    source = newest or entry.path
+    try:
+        info = library.describe(source)
+    except HypernetError as err:
+        check = RunCheck()
+        check.problem("network", err)
+        return check
+    step = int(info.step)
+    if newest is not None:
+        start = f"resumes from {source} (step {step}) with its optimizer state"
+    elif plan.resume:
+        start = f"starts from {source} (step {step}): no checkpoint with its optimizer state to resume from yet"
+    else:
+        start = f"starts from {source} (step {step})"
+    return check_run(plan, info.widths, model_widths, step, start)

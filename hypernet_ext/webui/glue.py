@@ -1,10 +1,11 @@
 """The functions scripts/hypernet_ext.py registers with webui's script_callbacks, and the undo of each.
 
-on_ui_settings: our settings section. on_model_loaded: the session follows a new model (generation networks
-move, a running job stops). on_before_ui: our ``hypernet`` extra network and Hypernetworks page replace webui's
-(webui re-registers its defaults just before, at start and on every UI reload). on_app_started: the REST routes
-(when webui serves its API: --api or --nowebui), behind --api-auth when set. on_script_unloaded: all of it
-undone. Every callback works on the session from ``session.get_session()``.
+on_ui_settings: our settings section. on_ui_train_tabs: our Create, Train and Compare tabs in webui's Train
+tab (hypernet_ext.ui on the session, through ui_backend). on_model_loaded: the session follows a new model
+(generation networks move, a running job stops). on_before_ui: our ``hypernet`` extra network and Hypernetworks
+page replace webui's (webui re-registers its defaults just before, at start and on every UI reload).
+on_app_started: the REST routes (when webui serves its API: --api or --nowebui), behind --api-auth when set.
+on_script_unloaded: all of it undone. Every callback works on the session from ``session.get_session()``.
 """
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ def on_ui_settings() -> None:
     from . import settings
 
     settings.register()
+
+
+def on_ui_train_tabs(params) -> None:
+    from ..ui.tabs import build_tabs
+    from .ui_backend import WebuiBackend
+
+    build_tabs(WebuiBackend(_session()), list(params.txt2img_preview_params))
 
 
 def on_model_loaded(sd_model) -> None:

@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError, HypernetError
 from ..schedules import LRSchedule
-from ..training.preflight import RunCheck, check_run
+from ..training.preflight import RunCheck, check_planned
 from . import settings
 from .generation import GenerationNetworks, model_widths
 from .jobs import FAILED, FIND_LR, QUEUED, RUNNING, Job
@@ -140,15 +140,11 @@ class Session:
         in words, the data set counted, the network's widths against the model's; problems instead of errors."""
         try:
             entry, plan = self._plan(network, data_dir, resume, options)
-            source = (self.library.newest_checkpoint(entry) if resume else None) or entry.path
-            info = self.library.describe(source)
         except HypernetError as err:
             check = RunCheck()
             check.problem(None, err)
             return check
-        what = "resumes from" if resume and source != entry.path else "starts from"
-        return check_run(plan, info.widths, self.model_widths(), int(info.step),
-                         f"{what} {source} (step {int(info.step)})")
+        return check_planned(self.library, entry, plan, self.model_widths())
 
     def start_find_lr(self, network, data_dir=None, **options) -> Job:
         """Queue a learning-rate range test (hypernet_ext.training.lr_finder) on a copy of ``network`` with the
