@@ -2,9 +2,13 @@
 # End-to-end check of the extension in a real webui v1.10.1 (the harness of ../shared/webui-harness/, built with
 # its setup.sh): install this repository's committed branch the way the Extensions tab does, restart, check the
 # log, then run dev/webui_e2e.py (create, train, snapshots, webui's own loader, interrupt and resume, txt2img
-# with and without <hypernet:...>, speed against webui's native trainer) and check the log again.
+# with and without <hypernet:...>, speed against webui's native trainer) and dev/webui_ui_e2e.py (the Train tab's
+# Create, Train and Compare sub-tabs in headless Chromium: ids and ui-config keys of our own against a start
+# without the extension, create, train with a live plot and previews, interrupt, resume, a compare grid), and check
+# the log again.
 #
 #   bash dev/webui-e2e.sh HARNESS_DIR [--keep]      (WEBUI_PORT defaults to 7861; --keep leaves it installed)
+#   E2E_PARTS="api ui" (default): which of the two scripts run; E2E_SHOT=PNG: the Train sub-tab during the run
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 HARNESS_DIR [--keep]" >&2; exit 2; }
 H="$(cd "$1" && pwd)"; shift
@@ -19,10 +23,21 @@ if ! git -C "$REPO" diff --quiet HEAD -- . ':!dev/webui-e2e.sh'; then
   echo "note: uncommitted changes in $REPO are not tested: the harness clones the committed branch $BRANCH"
 fi
 
+PARTS="${E2E_PARTS:-api ui}"
+RUN="$H/run"
+mkdir -p "$RUN"
+EXT="$H/webui/extensions/$NAME"
+if [[ " $PARTS " == *" ui "* ]]; then
+  echo "== start webui without the extension: its own ui-config.json keys (the baseline of ours)"
+  "$H/stop.sh" >/dev/null || true
+  rm -rf "$EXT" "$RUN/ui-config-base.json" "$RUN/ui-config-ext.json"
+  "$H/start.sh" --ui-config-file "$RUN/ui-config-base.json" >/dev/null
+  "$H/stop.sh" >/dev/null
+fi
+
 echo "== install $REPO ($BRANCH, $(git -C "$REPO" rev-parse --short HEAD)) as the Extensions tab does"
 "$H/stop.sh" >/dev/null || true
 "$H/install_ext.sh" "$REPO" --name "$NAME" --branch "$BRANCH" --force
-EXT="$H/webui/extensions/$NAME"
 [ "$(git -C "$EXT" rev-parse HEAD)" = "$(git -C "$REPO" rev-parse HEAD)" ] || { echo "FAIL: not the committed HEAD"; exit 1; }
 
 cleanup() {
@@ -44,12 +59,21 @@ log_check() {  # no traceback, and no error line that mentions us, in webui's lo
 }
 
 echo "== start webui on port $WEBUI_PORT"
-"$H/start.sh"
+rm -f "$RUN/ui-config-ext.json"
+"$H/start.sh" --ui-config-file "$RUN/ui-config-ext.json"
 log_check "start-up"
 grep -E "Applying attention optimization|Disabling attention optimization" "$WEBUI_LOG" | tail -1 || true
 
 RC=0
-"$H/venv/bin/python" "$REPO/dev/webui_e2e.py" --url "$WEBUI_URL" --webui "$H/webui" --data "$H/data/hypernet_ext_e2e" \
-  --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py" --pid "$(cat "$WEBUI_PIDFILE")" || RC=$?
+if [[ " $PARTS " == *" api "* ]]; then
+  "$H/venv/bin/python" "$REPO/dev/webui_e2e.py" --url "$WEBUI_URL" --webui "$H/webui" --data "$H/data/hypernet_ext_e2e" \
+    --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py" --pid "$(cat "$WEBUI_PIDFILE")" || RC=1
+fi
+if [[ " $PARTS " == *" ui "* ]]; then
+  echo "== the Train tab in headless Chromium"
+  "$H/venv/bin/python" "$REPO/dev/webui_ui_e2e.py" --url "$WEBUI_URL" --webui "$H/webui" \
+    --data "$H/data/hypernet_ext_e2e" --ui-config-base "$RUN/ui-config-base.json" \
+    --ui-config "$RUN/ui-config-ext.json" ${E2E_SHOT:+--shot "$E2E_SHOT"} || RC=1
+fi
 log_check "after the run" || RC=1
 exit "$RC"

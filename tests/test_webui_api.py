@@ -198,3 +198,41 @@ def test_the_train_request_covers_every_config_field_and_shows_on_the_openapi_pa
     assert train["required"] == ["network", "data_dir"]
     assert "Default: webui's setting hypernet_ext_save_every" in train["properties"]["save_every"]["description"]
     assert f"{BASE}/jobs/{{job_id}}" in schema["paths"]
+
+
+def test_find_lr_runs_the_range_test_on_a_copy_and_suggests_a_schedule(webui, train_images):
+    import hashlib
+
+    path = formats.save(create(sizes=(768, 32, 64), name="hn", seed=0), webui.hn_dir / "hn.pt")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    client = webui.client()
+    response = client.post(f"{BASE}/find-lr", json=dict(FAST, network="hn", data_dir=str(train_images),
+                                                        find_lr_start=1e-4, find_lr_end=1e30, find_lr_steps=16))
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+    body = poll(client, job_id)
+    assert body["state"] == "done" and body["kind"] == "find_lr" and body["error"] is None, body
+    curve = body["lr_find"]
+    assert curve["rates"] == sorted(curve["rates"]) and curve["rates"][0] == 1e-4 and len(curve["rates"]) >= 3
+    assert curve["suggestion"] is not None and curve["suggestion"] < curve["best_rate"], curve["summary"]
+    assert curve["blew_up_at"] is None or curve["best_rate"] < curve["blew_up_at"]
+    assert curve["schedule"].startswith(f"{curve['suggestion']:.2g}:")
+    assert any(f.endswith("hn-lr-find.png") for f in body["files"])
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before      # the network's file is never touched
+    assert not list(webui.hn_dir.glob("hn-*.pt")) and formats.load(path).step == 0
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"find_lr_steps": 1}, "find_lr_steps"),
+    ({"find_lr_start": 1.0, "find_lr_end": 0.1}, "find_lr_start"),
+    ({"resume": True}, "resume"),
+    ({"learn_rate": "1e-3:x"}, "learn_rate"),
+])
+def test_bad_find_lr_requests_name_the_field(webui, train_images, body, field):
+    formats.save(create(sizes=(768,), name="hn"), webui.hn_dir / "hn.pt")
+    response = webui.client().post(f"{BASE}/find-lr", json=dict(FAST, network="hn", data_dir=str(train_images),
+                                                                **body))
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert (detail[0]["loc"][-1] if isinstance(detail, list) else detail["field"]) == field, detail
+    assert webui.session.jobs == {}
