@@ -12,16 +12,14 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from playwright.sync_api import sync_playwright
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
+from ui_browser import ARGS, CHROMIUM, Ui  # noqa: E402 - the browser tests' helpers
 from webui_e2e import check, failures, make_images  # noqa: E402 - the same checks and images as the API e2e
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 NAME = "e2e_ui_hn"
 STEPS = 40
 OURS = ("Hypernet: Create", "Hypernet: Train", "Hypernet: Compare")
@@ -29,51 +27,17 @@ WEBUIS = ("Create embedding", "Create hypernetwork", "Train")
 WAIT_MS = 600_000
 
 
-class Page:
-    def __init__(self, page):
-        self.page = page
+class Page(Ui):
+    """tests/ui_browser.py's helpers on webui's page."""
 
-    def el(self, name):
-        return self.page.locator(f"#hypernet_ext_{name}").first
+    def __init__(self, page, url):
+        super().__init__(page, url, WAIT_MS)
 
     def sub_tab(self, label):
         self.page.locator("#train_tabs > .tab-nav > button", has_text=label).first.click()
 
-    def fill(self, name, value):
-        self.el(name).locator("textarea, input").first.fill(str(value))
-
-    def value(self, name):
-        return self.el(name).locator("textarea, input").first.input_value()
-
-    def choose(self, name, option):
-        self.el(name).locator("input").first.click()
-        self.page.locator(f"ul.options li:text-is('{option}')").first.click()
-
-    def text(self, name):
-        return self.el(name).inner_text()
-
-    def wait_text(self, name, text):
-        self.page.locator(f"#hypernet_ext_{name}:has-text({text!r})").first.wait_for()
-
     def open_section(self, slug):
         self.page.locator(f"#hypernet_ext_train_section_{slug} .label-wrap").first.click()
-
-    def status(self):
-        try:
-            state = self.page.locator("#hypernet_ext_train_status .hypernet-ext-state").first.inner_text(timeout=2000)
-            step = self.page.locator("#hypernet_ext_train_status .hypernet-ext-step").first.inner_text(timeout=2000)
-            return state, int(step)
-        except Exception:   # noqa: BLE001 - redrawn right now
-            return None, None
-
-    def wait_status(self, predicate, what):
-        end = time.monotonic() + WAIT_MS / 1000
-        while time.monotonic() < end:
-            state, step = self.status()
-            if state is not None and predicate(state, step):
-                return state, step
-            time.sleep(0.5)
-        raise TimeoutError(f"{what}; status: {self.text('train_status')}")
 
 
 def sub_tabs(ui):
@@ -92,7 +56,7 @@ def element_ids(ui):
         const all = Array.from(document.querySelectorAll('[id]'));
         return {ours: all.filter(inside).map(e => e.id), rest: all.filter(e => !inside(e)).map(e => e.id)};
     }""")
-    ours = [i for i in found["ours"] if not i.startswith("component-")]
+    ours = [i for i in found["ours"] if i and not i.startswith("component-")]
     strangers = sorted({i for i in ours if not i.startswith("hypernet_ext_")})
     stray = sorted({i for i in found["rest"] if i.startswith("hypernet_ext_")} - {t[1:] for t in (
         "#hypernet_ext_create_tab", "#hypernet_ext_train_tab", "#hypernet_ext_compare_tab")})
@@ -198,8 +162,9 @@ def compare(ui, webui):
     cells.nth(3).click()
     ui.page.wait_for_function("() => document.querySelector('#hypernet_ext_compare_info textarea').value != ''")
     info = ui.value("compare_info")
-    check(f"<hypernet:{NAME}:1>" in info and "Seed: 2" in info and "Hypernet hashes" in info,
-          f"a clicked picture shows its infotext: {info[:300]!r}")
+    label = ui.el("compare_picked").locator("[data-testid=block-label]").first.inner_text()
+    check(f'Hypernet hashes: "{NAME}: ' in info and "Seed: 2" in info and f"{NAME} · seed 2" in label,
+          f"a clicked picture shows its infotext (txt2img's own): {info[:300]!r} under {label!r}")
 
 
 def main():
@@ -216,10 +181,8 @@ def main():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(WAIT_MS)
-        page.goto(args.url, wait_until="domcontentloaded")
+        ui = Page(page, args.url)
         page.locator("#tabs > .tab-nav > button").first.wait_for(state="visible")
-        ui = Page(page)
         try:
             sub_tabs(ui)
             element_ids(ui)

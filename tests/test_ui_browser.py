@@ -9,6 +9,7 @@ from ui_browser import ARGS, CHROMIUM, Ui, launch_app, need_browser, screenshot
 
 pytest.importorskip("ldm")
 pytest.importorskip("gradio")
+pytestmark = pytest.mark.timeout(900)   # a browser or server that hangs fails the test instead of the whole run
 
 DEFAULTS = dict(width=64, height=64, min_side=32, max_side=128, divisor=16, resize="fixed", steps=400,
                 learn_rate="0.002", save_every=4, preview_every=4, preview_steps=4, template="captions_only",
@@ -140,6 +141,7 @@ def test_create_train_interrupt_resume_and_compare(ui, backend):
     ui.page.wait_for_function("() => document.querySelector('#hypernet_ext_compare_info textarea').value"
                               ".includes('Seed: 2')")
     assert "<hypernet:story:1>" in ui.value("compare_info")
+    assert "story · seed 2" in ui.el("compare_picked").locator("[data-testid=block-label]").first.inner_text()
 
 
 def test_errors_are_messages_in_the_tab(ui, backend, tmp_path):

@@ -304,3 +304,14 @@ def test_the_optimizer_state_is_saved_when_our_setting_or_webuis_says_so(webui, 
     shared.opts.data["save_optimizer_state"] = webuis
     assert webui.wait(train(webui, train_images, steps=1))["state"] == "done"
     assert optim_path(webui.hn_dir / "hn.pt").is_file() == saved
+
+
+def test_webuis_progress_bar_gets_one_line_of_plain_text():
+    """webui's progressbar.js shows textinfo as plain text, and only when it has no line break."""
+    from hypernet_ext.webui.jobs import Job, progress_text
+
+    job = Job(id="1", network="a<b>", task_id="t", step=12, total=40, loss=0.5, learn_rate=0.005, eta_s=34,
+              checkpoints=["/x/hn/a-10.pt"])
+    text = progress_text(job)
+    assert text == ("Training hypernetwork a<b>: step 12/40, loss 0.50000, learning rate 0.005, ETA 00:00:34, "
+                    "last checkpoint a-10.pt")

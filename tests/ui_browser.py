@@ -8,8 +8,6 @@ import socket
 import time
 from pathlib import Path
 
-import pytest
-
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -28,6 +26,8 @@ def need_browser():
         except ImportError:
             missing = "playwright is not installed"
     if missing:
+        import pytest
+
         if os.environ.get("HYPERNET_EXT_REQUIRE_BROWSER"):
             pytest.fail(missing)
         pytest.skip(missing)
@@ -58,13 +58,15 @@ def screenshot(page, name: str) -> Path:
 
 
 class Ui:
-    """A page of the app with helpers; ``ids`` are our element ids without the hypernet_ext_ prefix."""
+    """A page with our tabs, and helpers; ``name``s are our element ids without the hypernet_ext_ prefix (also
+    used by dev/webui_ui_e2e.py in a real webui)."""
 
-    def __init__(self, page, url):
+    def __init__(self, page, url, wait_ms=WAIT_MS):
         self.page = page
-        self.page.set_default_timeout(WAIT_MS)
+        self.wait_ms = wait_ms
+        self.page.set_default_timeout(wait_ms)
         page.goto(url, wait_until="domcontentloaded")
-        self.el("create_name").wait_for()
+        self.el("create_name").wait_for(state="attached")
 
     def el(self, name):
         return self.page.locator(f"#hypernet_ext_{name}").first
@@ -78,10 +80,23 @@ class Ui:
     def value(self, name):
         return self.el(name).locator("textarea, input").first.input_value()
 
-    def choose(self, name, option):
-        """Pick ``option`` in a gradio dropdown."""
-        self.el(name).locator("input").first.click()
-        self.page.locator(f"ul.options li:text-is('{option}')").first.click()
+    def choose(self, name, option, tries=20):
+        """Pick ``option`` in a gradio dropdown: typed to filter the list, then clicked; again when an update of
+        its choices (a refresh button's) closed the list before the option showed."""
+        item = self.page.locator(f"ul.options li[data-value='{option}']").first
+        box = self.el(name).locator("input").first
+        for attempt in range(tries):
+            box.click()
+            box.fill(option)   # filters a long list (a run's snapshots) down to the option
+            try:
+                item.wait_for(state="visible", timeout=3000)
+            except Exception:   # noqa: BLE001 - playwright's TimeoutError: the list was redrawn; open it again
+                self.page.keyboard.press("Escape")
+                if attempt == tries - 1:
+                    raise
+                continue
+            item.click()
+            return
 
     def text(self, name):
         return self.el(name).inner_text()
@@ -97,7 +112,7 @@ class Ui:
 
     def wait_status(self, predicate, what):
         """Wait until ``predicate(state, step)`` holds for the Train tab's status; (state, step)."""
-        end = time.monotonic() + WAIT_MS / 1000
+        end = time.monotonic() + self.wait_ms / 1000
         while time.monotonic() < end:
             try:
                 state, step = self.status()

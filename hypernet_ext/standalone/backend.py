@@ -25,7 +25,7 @@ from ..errors import HypernetError
 from ..library import NetworkLibrary
 from ..training import Trainer, find_lr
 from ..training.jobs import FIND_LR, QUEUED, RUNNING, Job, JobRecorder, JobStopped, curve_view, run_job
-from ..training.preflight import RunCheck, check_planned, model_widths
+from ..training.preflight import RunCheck, check_request, model_widths
 from ..training.preview import ddim_sample, to_images
 from ..training.request import build_finder, build_plan, finder_fields, set_data_dir
 
@@ -106,13 +106,8 @@ class StandaloneBackend:
         return entry, build_plan(options, entry.name, str(entry.path.parent), str(log_dir), resume, self.defaults)
 
     def check_training(self, network, data_dir=None, resume: bool = False, **options) -> RunCheck:
-        try:
-            entry, plan = self._plan(network, data_dir, resume, options)
-        except HypernetError as err:
-            check = RunCheck()
-            check.problem(None, err)
-            return check
-        return check_planned(self.library, entry, plan, self.model_widths())
+        return check_request(lambda: self._plan(network, data_dir, resume, options), self.library,
+                             self.model_widths)
 
     def start_training(self, network, data_dir=None, resume: bool = False, **options) -> Job:
         entry, plan = self._plan(network, data_dir, resume, options)

@@ -128,3 +128,15 @@ def check_planned(library, entry, plan, model_widths: Sequence[int]) -> RunCheck
     else:
         start = f"starts from {source} (step {step})"
     return check_run(plan, info.widths, model_widths, step, start)
+
+
+def check_request(make_plan, library, model_widths) -> RunCheck:
+    """The checks of a request: ``make_plan()`` -> (entry, TrainPlan) validates it (its HypernetError is the
+    check's problem), then ``check_planned`` with ``model_widths()``."""
+    try:
+        entry, plan = make_plan()
+    except HypernetError as err:
+        check = RunCheck()
+        check.problem(None, err)
+        return check
+    return check_planned(library, entry, plan, model_widths())

@@ -83,13 +83,13 @@ def build_compare_tab(backend, txt2img=None):
         gallery = [(c.image, f"{c.row} · {c.column}") for c in done.cells]
         return (message_html(f"Saved {done.path} ({len(done.rows)} rows x {len(done.columns)} columns)", "ok"),
                 done.grid, gr.update(value=gallery, columns=len(done.columns)),
-                [(c.image, c.info) for c in done.cells])
+                [(c.image, c.info, f"{c.row} · {c.column}") for c in done.cells])
 
     def show(cells_state, evt):
         if not cells_state or evt.index is None or evt.index >= len(cells_state):
             return gr.update(), gr.update()
-        image, text = cells_state[evt.index]
-        return image, text
+        image, text, caption = cells_state[evt.index]
+        return gr.update(value=image, label=f"Picture: {caption}"), text
 
     show.__annotations__["evt"] = gr.SelectData   # gradio passes the clicked cell to the argument of this type
 

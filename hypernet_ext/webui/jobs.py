@@ -6,8 +6,8 @@ Interrupt, on ``Job.interrupt()``, and when webui's checkpoint setting or loaded
 """
 from __future__ import annotations
 
-import html
 import logging
+import os
 import time
 
 from ..training.jobs import (  # noqa: F401 - the job API as webui's code uses it
@@ -29,14 +29,15 @@ logger = logging.getLogger(__name__)
 
 
 def progress_text(job: Job) -> str:
-    """The HTML webui shows under its progress bar."""
+    """The one line webui's progress bar shows beside its percentage (its progressbar.js puts ``textinfo`` there as
+    plain text, and only when it has no line break)."""
     loss = "-" if job.loss is None else f"{job.loss:.5f}"
     lr = "-" if job.learn_rate is None else f"{job.learn_rate:.3g}"
     eta = "-" if job.eta_s is None else time.strftime("%H:%M:%S", time.gmtime(max(0.0, job.eta_s)))
-    last = html.escape(job.checkpoints[-1]) if job.checkpoints else "-"
+    last = os.path.basename(job.checkpoints[-1]) if job.checkpoints else "none yet"
     what = "Learning-rate range test of" if job.kind == FIND_LR else "Training hypernetwork"
-    return (f"<p>{what} {html.escape(job.network)}: step {job.step}/{job.total}<br/>"
-            f"Loss: {loss}, learning rate: {lr}, ETA: {eta}<br/>Last checkpoint: {last}</p>")
+    return (f"{what} {job.network}: step {job.step}/{job.total}, loss {loss}, learning rate {lr}, ETA {eta}, "
+            f"last checkpoint {last}")
 
 
 class JobCallbacks(JobRecorder):

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..errors import ConfigError, HypernetError
+from ..errors import ConfigError
 from ..schedules import LRSchedule
-from ..training.preflight import RunCheck, check_planned
+from ..training.preflight import RunCheck, check_request
 from . import settings
 from .generation import GenerationNetworks, model_widths
 from .jobs import FAILED, FIND_LR, QUEUED, RUNNING, Job
@@ -138,13 +138,8 @@ class Session:
     def check_training(self, network, data_dir=None, resume: bool = False, **options) -> RunCheck:
         """What a run with these options would do, checked before it starts (training.preflight): the schedule
         in words, the data set counted, the network's widths against the model's; problems instead of errors."""
-        try:
-            entry, plan = self._plan(network, data_dir, resume, options)
-        except HypernetError as err:
-            check = RunCheck()
-            check.problem(None, err)
-            return check
-        return check_planned(self.library, entry, plan, self.model_widths())
+        return check_request(lambda: self._plan(network, data_dir, resume, options), self.library,
+                             self.model_widths)
 
     def start_find_lr(self, network, data_dir=None, **options) -> Job:
         """Queue a learning-rate range test (hypernet_ext.training.lr_finder) on a copy of ``network`` with the
