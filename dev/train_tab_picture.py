@@ -39,7 +39,7 @@ def main() -> int:
         blocks, url = launch_app(StandaloneBackend(work, defaults=defaults))
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1100, "height": 1400})
+            page = browser.new_page(viewport={"width": 1000, "height": 1400})
             ui = Ui(page, url)
             ui.fill("create_name", "mystyle")
             ui.el("create_button").click()
@@ -55,13 +55,13 @@ def main() -> int:
             clip = {"x": top["x"], "y": top["y"], "width": top["width"],
                     "height": bottom["y"] + bottom["height"] - top["y"] + 8}
             shot = work / "shot.png"
-            page.screenshot(path=str(shot), clip=clip)
+            page.screenshot(path=str(shot), clip=clip, full_page=True)   # the clip may pass the viewport
             ui.el("train_interrupt").click()
             ui.wait_status(lambda state, step: state == "interrupted", "the interrupt")
             browser.close()
         blocks.close()
         with Image.open(shot) as image:   # a palette keeps the PNG small; the UI has few colours
-            image.convert("RGB").quantize(colors=128).save(args.out, optimize=True)
+            image.convert("RGB").quantize(colors=64).save(args.out, optimize=True)
         print(f"wrote {args.out}")
     finally:
         if not args.work:

@@ -51,3 +51,38 @@ def test_the_create_tab_offers_the_models_widths_and_the_train_tab_every_option(
     assert sizes.value == widths
     ids = {b.elem_id for b in blocks_in(train)}
     assert {f"hypernet_ext_train_{name}" for name in list(request_fields()) + list(finder_fields())} <= ids
+
+
+def history(steps):
+    return [{"step": s, "loss": 1.0 / s, "learn_rate": 1e-3, "time": float(s)} for s in steps]
+
+
+def test_the_plot_has_one_row_per_step_with_the_validation_of_that_step():
+    from hypernet_ext.ui.views import run_rows
+
+    # validation before the first step (row 0) and at step 10, recorded just before step 10's own row (row 9)
+    view = {"history": history(range(1, 21)), "validation": [{"step": 0, "loss": 2.0, "row": 0},
+                                                             {"step": 10, "loss": 1.5, "row": 9}], "guard": []}
+    rows = run_rows(view)
+    assert [r["step"] for r in rows] == list(range(0, 21))       # increasing: no stretch taken for a rollback
+    assert rows[0]["val_loss"] == 2.0 and rows[0]["loss"] is None
+    assert rows[10]["val_loss"] == 1.5 and rows[10]["loss"] == 0.1
+    assert sum(r["val_loss"] is not None for r in rows) == 2
+
+
+def test_after_a_rollback_the_steps_go_back_once():
+    from hypernet_ext.ui.views import run_rows
+
+    view = {"history": history(list(range(1, 13)) + [9, 10]), "validation": [{"step": 12, "loss": 3.0, "row": 12}],
+            "guard": [{"step": 12, "action": "rollback", "row": 12}]}
+    rows = run_rows(view)
+    assert [r["step"] for r in rows] == list(range(1, 13)) + [9, 10]
+    assert rows[11]["val_loss"] == 3.0 and rows[11]["guard"] == "rollback"
+
+
+def test_the_checkpoints_list_names_each_file_once_where_it_was_last_written():
+    from hypernet_ext.ui.views import checkpoints_html
+
+    text = checkpoints_html({"checkpoints": ["a-best.pt", "a-10.pt", "a-best.pt", "a-20.pt", "a-best.pt", "a.pt"]})
+    assert text.count("<li>") == 4
+    assert text.index("a-10.pt") < text.index("a-20.pt") < text.index("a-best.pt") < text.index("a.pt</li>")

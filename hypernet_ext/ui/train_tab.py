@@ -74,8 +74,8 @@ def _progress(gr, tab: TrainTab) -> None:
     out = tab.outputs
     out["checks"] = gr.HTML(elem_id=ID + "checks")
     out["status"] = gr.HTML(status_html(None), elem_id=ID + "status")
-    out["plot"] = gr.Image(label="Loss, validation loss and learning rate", type="pil", interactive=False,
-                           elem_id=ID + "plot")
+    out["plot"] = gr.Image(label="Loss, validation loss and learning rate", show_label=False, type="pil",
+                           interactive=False, elem_id=ID + "plot")   # the chart's panels have titles
     with gr.Row():
         out["preview"] = gr.Image(label="Newest preview", type="filepath", interactive=False, height=320,
                                   elem_id=ID + "preview")

@@ -46,7 +46,7 @@ def status_html(view: Optional[dict]) -> str:
     if view.get("error"):
         out += message_html(view["error"])
     for event in view.get("guard") or []:
-        out += message_html(f"guard at step {event['step']}: {event['text']}", "note")
+        out += message_html(event["text"], "note")   # the guard's own text names the step and the numbers
     return out
 
 
@@ -65,7 +65,9 @@ def check_html(check: dict) -> str:
 def checkpoints_html(view: Optional[dict]) -> str:
     if not view or not view.get("checkpoints"):
         return "<div class='hypernet-ext-checkpoints'>No checkpoint written yet.</div>"
-    items = "".join(f"<li>{_e(path)}</li>" for path in view["checkpoints"])
+    # each file once, where it was last written (<name>-best.pt is rewritten at every new best)
+    paths = list(dict.fromkeys(reversed(view["checkpoints"])))[::-1]
+    items = "".join(f"<li>{_e(path)}</li>" for path in paths)
     return f"<div class='hypernet-ext-checkpoints'><b>Checkpoints written</b><ul>{items}</ul></div>"
 
 
@@ -75,30 +77,34 @@ def previews(view: Optional[dict]) -> List[Tuple[str, str]]:
 
 
 def run_rows(view: dict) -> List[dict]:
-    """The job's history as loss-log rows (training.plots.run_chart), validation results and guard actions
-    placed after the history row they followed (a rollback sends the steps back, so the step alone cannot)."""
+    """The job's history as loss-log rows (training.plots.run_chart), one per step as in the run's CSV: validation
+    results and guard actions go into the row of their step, placed by the history rows recorded before them (a
+    rollback sends the steps back, so the step alone cannot place them; a validation of step k may be recorded
+    just before step k's own row)."""
     history = view.get("history") or []
-    extra = {}
-    for item in view.get("validation") or []:
-        extra.setdefault(min(item["row"], len(history)), []).append(("val_loss", item))
-    for item in view.get("guard") or []:
-        extra.setdefault(min(item["row"], len(history)), []).append(("guard", item))
-    rows = []
+    extra: dict = {}
+    for key, items in (("val_loss", view.get("validation")), ("guard", view.get("guard"))):
+        for item in items or []:
+            value = item["loss"] if key == "val_loss" else item["action"]
+            extra.setdefault(min(item["row"], len(history)), []).append((key, item["step"], value))
+    rows: List[dict] = []
+    pending: List[tuple] = []   # for the next history row: it has their step
     for index in range(len(history) + 1):
-        for key, item in extra.get(index, ()):
-            if key == "val_loss":
-                step, value = item["step"], item["loss"]
-            else:
-                step, value = item["step"], item["action"]
-            if rows and rows[-1]["step"] == step and rows[-1].get(key) is None:
+        following = history[index] if index < len(history) else None
+        for key, step, value in extra.get(index, ()):
+            if following is not None and following["step"] == step:
+                pending.append((key, value))
+            elif rows and rows[-1]["step"] == step and rows[-1].get(key) is None:
                 rows[-1][key] = value
             else:
-                rows.append({"step": step, "loss": None, "learn_rate": None, "val_loss": None, "guard": None,
-                             key: value})
-        if index < len(history):
-            row = history[index]
-            rows.append({"step": row["step"], "loss": row["loss"], "learn_rate": row["learn_rate"],
-                         "val_loss": None, "guard": None})
+                rows.append(dict({"step": step, "loss": None, "learn_rate": None, "val_loss": None, "guard": None},
+                                 **{key: value}))
+        if following is not None:
+            row = {"step": following["step"], "loss": following["loss"], "learn_rate": following["learn_rate"],
+                   "val_loss": None, "guard": None}
+            row.update(pending)
+            pending = []
+            rows.append(row)
     return rows
 
 
