@@ -63,28 +63,6 @@ def build_compare_tab(backend, txt2img=None):
         names, picked_rows = row_choices(backend, name)
         return gr.update(choices=names, value=picked_rows)
 
-    def run(name, chosen, with_base, mode_value, columns_value, strength_value, *values):
-        prompt_v, negative_v, steps_v, sampler_v, cfg_v, seed_v, width_v, height_v = values
-        chosen_rows = ([BASE] if with_base else []) + list(chosen or [])
-        try:
-            if not name:
-                raise HypernetError("network: choose the network whose snapshots to compare")
-            render_settings = RenderSettings(str(prompt_v or ""), str(negative_v or ""), int(steps_v or 1),
-                                             str(sampler_v or ""), float(cfg_v or 0), int(seed_v or 0),
-                                             int(width_v or 8), int(height_v or 8))
-            done = compare(backend, name, chosen_rows, mode_value, columns_value, render_settings,
-                           float(strength_value if strength_value is not None else 1.0))
-        except HypernetError as err:
-            return message_html(str(err)), gr.update(), gr.update(), gr.update()
-        except Exception as err:   # noqa: BLE001 - shown in the tab, the trace goes to the console
-            logger.exception("hypernet_ext: rendering the comparison failed")
-            return (message_html(f"rendering failed: {type(err).__name__}: {err} (see the console)"),
-                    gr.update(), gr.update(), gr.update())
-        gallery = [(c.image, f"{c.row} · {c.column}") for c in done.cells]
-        return (message_html(f"Saved {done.path} ({len(done.rows)} rows x {len(done.columns)} columns)", "ok"),
-                done.grid, gr.update(value=gallery, columns=len(done.columns)),
-                [(c.image, c.info, f"{c.row} · {c.column}") for c in done.cells])
-
     def show(cells_state, evt):
         if not cells_state or evt.index is None or evt.index >= len(cells_state):
             return gr.update(), gr.update()
@@ -98,8 +76,34 @@ def build_compare_tab(backend, txt2img=None):
                   outputs=[network, rows])
     if txt2img:
         copy.click(lambda *values: values, inputs=list(txt2img), outputs=settings)
-    render.click(run, inputs=[network, rows, base, mode, columns, strength] + settings,
-                 outputs=[result, grid, cells, state])
+    render.click(lambda *values: render_grid(backend, *values),
+                 inputs=[network, rows, base, mode, columns, strength] + settings, outputs=[result, grid, cells, state])
     mode.change(lambda m: COLUMN_EXAMPLES[m], inputs=[mode], outputs=[columns])
     cells.select(show, inputs=[state], outputs=[picked, info])
     return network
+
+
+def render_grid(backend, name, chosen, with_base, mode_value, columns_value, strength_value, *values):
+    """Render button: (result HTML, grid, gallery update, cells state: (image, infotext, caption) per picture)."""
+    import gradio as gr
+
+    prompt_v, negative_v, steps_v, sampler_v, cfg_v, seed_v, width_v, height_v = values
+    chosen_rows = ([BASE] if with_base else []) + list(chosen or [])
+    try:
+        if not name:
+            raise HypernetError("network: choose the network whose snapshots to compare")
+        render_settings = RenderSettings(str(prompt_v or ""), str(negative_v or ""), int(steps_v or 1),
+                                         str(sampler_v or ""), float(cfg_v or 0), int(seed_v or 0),
+                                         int(width_v or 8), int(height_v or 8))
+        done = compare(backend, name, chosen_rows, mode_value, columns_value, render_settings,
+                       float(strength_value if strength_value is not None else 1.0))
+    except HypernetError as err:
+        return message_html(str(err)), gr.update(), gr.update(), gr.update()
+    except Exception as err:   # noqa: BLE001 - shown in the tab, the trace goes to the console
+        logger.exception("hypernet_ext: rendering the comparison failed")
+        return (message_html(f"rendering failed: {type(err).__name__}: {err} (see the console)"),
+                gr.update(), gr.update(), gr.update())
+    gallery = [(c.image, f"{c.row} · {c.column}") for c in done.cells]
+    return (message_html(f"Saved {done.path} ({len(done.rows)} rows x {len(done.columns)} columns)", "ok"),
+            done.grid, gr.update(value=gallery, columns=len(done.columns)),
+            [(c.image, c.info, f"{c.row} · {c.column}") for c in done.cells])
