@@ -64,6 +64,14 @@ def prepare_ldm_imports(force_stand_in: bool = False) -> str:
         import open_clip  # noqa: F401
     except ImportError:
         sys.modules["open_clip"] = types.ModuleType("open_clip")
+    try:   # ldm's ddpm imports rank_zero_only from where pytorch_lightning 1.x kept it
+        import pytorch_lightning.utilities.distributed  # noqa: F401
+    except ImportError:
+        from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+        moved = types.ModuleType("pytorch_lightning.utilities.distributed")
+        moved.rank_zero_only = rank_zero_only
+        sys.modules[moved.__name__] = moved
     from hypernet_ext.standalone import demo
 
     try:
