@@ -138,14 +138,14 @@ def train_checks(out: Path, device) -> None:
         straight_net = net()
         Trainer(cached, straight_net, dataset, config.replace(out_dir=str(out / precision / "b")), straight).train()
         resumed = formats.load(path)
-        diff = max((a.float() - b.float()).abs().max().item()
+        diff = max((a.float().cpu() - b.float().cpu()).abs().max().item()
                    for a, b in zip(resumed.state_dict().values(), straight_net.state_dict().values()))
         losses = first.losses + second.losses
         finite = all(torch.isfinite(torch.tensor(losses)).tolist()) and len(losses) == 8
         check(finite, f"{precision}: 8 finite losses on {device} (first {losses[:1]}, last {losses[-1:]})")
         check(resumed.step == 8 and diff <= 1e-6,
               f"{precision}: resume at 4 then to 8 equals a straight run (max |difference| {diff:.3g})")
-        moved = max((a.float() - b.float()).abs().max().item()
+        moved = max((a.float().cpu() - b.float().cpu()).abs().max().item()
                     for a, b in zip(straight_net.state_dict().values(), net().state_dict().values()))
         check(moved > 0, f"{precision}: the network trained (max weight change {moved:.3g})")
 
