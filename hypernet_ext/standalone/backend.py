@@ -27,6 +27,7 @@ from ..training import Trainer, find_lr
 from ..training.jobs import FIND_LR, QUEUED, RUNNING, Job, JobRecorder, JobStopped, curve_view, run_job
 from ..training.preflight import RunCheck, check_request, model_widths
 from ..training.preview import ddim_sample, to_images
+from ..training.prompts import cache_conditioning
 from ..training.request import build_finder, build_plan, finder_fields, set_data_dir
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,9 @@ class StandaloneBackend:
         job.add("messages", f"{'range test on' if finder else 'training'} {source} (step {network.step})")
         dataset = prepare_dataset(plan.data, host.encode_images, host.scale_factor, model_id=host.model_id)
         job.add("messages", str(dataset.summary))
+        host, count = cache_conditioning(host, dataset)   # the text encoder runs once per distinct prompt
+        if count is not None:
+            job.add("messages", f"{count} distinct prompts encoded once")
         callbacks = JobRecorder(job)
         if finder is not None:
             curve = find_lr(host, network, dataset, plan.train, finder, callbacks)

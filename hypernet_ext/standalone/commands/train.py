@@ -340,6 +340,7 @@ def run_train(args) -> int:
 
     from ...data import prepare_dataset
     from ...training import Trainer
+    from ...training.prompts import cache_conditioning
 
     config, data = train_config(args), data_config(args)
     preflight(args, config, data)
@@ -348,6 +349,7 @@ def run_train(args) -> int:
     network, source = build_network(args, host)
     dataset = prepare_dataset(data, host.encode_images, host.scale_factor, model_id=host.model_id)
     logger.info("%s", dataset.summary)
+    host, _ = cache_conditioning(host, dataset)   # the text encoder runs once per distinct prompt
     if args.find_lr:
         from .stopping import run_find_lr
 
