@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> int:
     from playwright.sync_api import sync_playwright
-    from ui_browser import ARGS, CHROMIUM, Ui, launch_app  # tests/ui_browser.py: the browser tests' helpers
+    from ui_browser import ARGS, CHROMIUM, Ui, close_app, launch_app  # tests/ui_browser.py: the browser tests' helpers
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "docs" / "train-tab.png"))
@@ -59,7 +59,7 @@ def main() -> int:
             ui.el("train_interrupt").click()
             ui.wait_status(lambda state, step: state == "interrupted", "the interrupt")
             browser.close()
-        blocks.close()
+        close_app(blocks)
         with Image.open(shot) as image:   # a palette keeps the PNG small; the UI has few colours
             image.convert("RGB").quantize(colors=64).save(args.out, optimize=True)
         print(f"wrote {args.out}")

@@ -5,11 +5,11 @@ round-trip. A failed test leaves a screenshot in ui-failures/."""
 import hashlib
 
 import pytest
-from ui_browser import ARGS, CHROMIUM, Ui, launch_app, need_browser, screenshot
+from ui_browser import ARGS, CHROMIUM, Ui, close_app, launch_app, need_browser, screenshot
 
 pytest.importorskip("ldm")
 pytest.importorskip("gradio")
-pytestmark = pytest.mark.timeout(900)   # a browser or server that hangs fails the test instead of the whole run
+pytestmark = pytest.mark.timeout(600)   # a browser or server that hangs fails the test instead of the whole run
 
 DEFAULTS = dict(width=64, height=64, min_side=32, max_side=128, divisor=16, resize="fixed", steps=400,
                 learn_rate="0.002", save_every=4, preview_every=4, preview_steps=4, template="captions_only",
@@ -38,7 +38,7 @@ def app_url(backend):
     need_browser()
     blocks, url = launch_app(backend)
     yield url
-    blocks.close()
+    close_app(blocks)
 
 
 @pytest.fixture(scope="module")

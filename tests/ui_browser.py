@@ -50,6 +50,20 @@ def launch_app(backend):
     return blocks, f"http://127.0.0.1:{port}/"
 
 
+def close_app(blocks, wait_s: float = 30.0) -> None:
+    """Stop the app's server. gradio's close() waits for every open request to end (uvicorn's graceful shutdown,
+    no time limit), and a request still streaming when the browser went away once kept a test run waiting for good:
+    after ``wait_s`` the server is told to exit at once."""
+    import threading
+
+    closing = threading.Thread(target=blocks.close, kwargs={"verbose": False}, daemon=True)
+    closing.start()
+    closing.join(wait_s)
+    if closing.is_alive() and getattr(blocks, "server", None) is not None:
+        blocks.server.force_exit = True
+        closing.join(wait_s)
+
+
 def screenshot(page, name: str) -> Path:
     SHOTS.mkdir(exist_ok=True)
     path = SHOTS / f"{name}.png"
