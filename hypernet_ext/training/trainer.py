@@ -119,6 +119,8 @@ class Trainer:
             return self.result
         if resume_from is not None:
             self._last_checkpoint = str(resume_from)
+        else:
+            self._set_aside_other_runs_snapshots()
         self._setup()
         try:
             if resume_from is not None:
@@ -128,6 +130,17 @@ class Trainer:
         finally:
             self._finish_network()
         return self.result
+
+    def _set_aside_other_runs_snapshots(self) -> None:
+        """A fresh run from step s: snapshots of this name past s come from another run (a network since replaced,
+        or a run not resumed). Renamed to ``<name>-<k>-earlier-run.pt``, so that a resume of this run never starts
+        from them; kept for the user."""
+        moved, failed = ckpt.set_aside_snapshots(self.out_dir, self.name, self.network.step, "earlier-run")
+        if moved:
+            self.message(f"snapshots of an earlier run past step {self.network.step} renamed (kept, never resumed "
+                         f"from): {', '.join(moved)}")
+        for text in failed:
+            self.message(f"{text}: a resume of {self.name} could start from it", warning=True)
 
     def _run(self, end: int) -> None:
         """The loop with the network attached (and checkpointing on); raises TrainingError when it diverged."""
