@@ -99,7 +99,7 @@ def test_a_torchscript_archive_as_optim_gives_a_warning_and_runs_nothing(tmp_pat
 
 
 def test_a_checkpoint_with_torchscript_records_is_refused(tmp_path, payload):
-    from hypernet_ext.standalone.ldm_host import _read_state_dict
+    from hypernet_ext.standalone.checkpoints import read_state_dict as _read_state_dict
 
     script, marker = payload
     weights = tmp_path / "model.ckpt"
