@@ -11,9 +11,9 @@ FAMILIES = {
     "sd1": (768, (320, 640, 1280)),
     "sd2": (1024, (320, 640, 1280)),
     "sdxl": (2048, (640, 1280)),
+    "sdxl-refiner": (1280, (768, 1536)),
 }
-LABELS = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
-_BY_CONTEXT = {context: family for family, (context, _) in FAMILIES.items()}
+LABELS = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner"}
 
 
 def default_widths(family: str) -> List[int]:
@@ -31,9 +31,16 @@ def label(family: Optional[str]) -> str:
 
 
 def family_of(widths: Iterable[int]) -> Optional[str]:
-    """The family whose cross-attention width is among ``widths`` (the widest such), or None."""
-    found = [_BY_CONTEXT[int(w)] for w in sorted({int(w) for w in widths}, reverse=True) if int(w) in _BY_CONTEXT]
-    return found[0] if found else None
+    """The family ``widths`` were made for: of the families whose cross-attention width is among them, the one
+    sharing the most widths with them (SD1's self-attention width 1280 is the refiner's context width, and the
+    refiner's self-attention width 768 is SD1's); None when nothing or more than one family fits as well."""
+    given = {int(w) for w in widths}
+    scores = {family: len(given & {context, *others}) for family, (context, others) in FAMILIES.items()
+              if context in given}
+    best = sorted(scores.items(), key=lambda item: -item[1])
+    if not best or (len(best) > 1 and best[0][1] == best[1][1]):
+        return None
+    return best[0][0]
 
 
 def _made_for(widths: Sequence[int]) -> str:

@@ -1,4 +1,5 @@
-"""Model configs laid out like the published SD1 (v1-inference) and SD2 768-v (v2-inference-v) ldm yamls, with a
+"""Model configs laid out like the published SD1 (v1-inference) and SD2 (v2-inference at 512 with eps prediction,
+v2-inference-v at 768 with v prediction) ldm yamls, with a
 tiny UNet and VAE: the same targets, the same LatentDiffusion settings and the flags a loader must cope with
 (use_checkpoint and use_fp16 on in SD2's, the text encoders named without weights), written for these tests.
 """
@@ -7,12 +8,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 ENCODERS = {"sd1": "ldm.modules.encoders.modules.FrozenCLIPEmbedder",
+            "sd2": "ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder",
             "sd2-v": "ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder"}
 
 
 def tiny_sd_config(family: str, context_dim: int, cond_params: dict) -> dict:
-    """The model section of an SD1 ("sd1") or SD2 768-v ("sd2-v") inference config, shrunk."""
-    sd2 = family == "sd2-v"
+    """The model section of an SD1 ("sd1"), SD2 512 ("sd2") or SD2 768-v ("sd2-v") inference config, shrunk."""
+    sd2 = family in ("sd2", "sd2-v")
     unet = dict(image_size=32, in_channels=4, out_channels=4, model_channels=32, attention_resolutions=[1, 2],
                 num_res_blocks=1, channel_mult=[1, 2], num_head_channels=16, use_spatial_transformer=True,
                 transformer_depth=1, context_dim=context_dim, legacy=False,
@@ -32,7 +34,7 @@ def tiny_sd_config(family: str, context_dim: int, cond_params: dict) -> dict:
                   unet_config={"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": unet},
                   first_stage_config={"target": "ldm.models.autoencoder.AutoencoderKL", "params": vae},
                   cond_stage_config=cond)
-    if sd2:
+    if family == "sd2-v":
         params["parameterization"] = "v"
     return {"model": {"base_learning_rate": 1.0e-4, "target": "ldm.models.diffusion.ddpm.LatentDiffusion",
                       "params": params}}

@@ -121,7 +121,7 @@ CONFIGS: Dict[str, Callable[[], dict]] = {
     "sd_xl_base": sdxl_base, "sd_xl_refiner": sdxl_refiner,
 }
 FAMILY = {"v1-inference": "sd1", "v2-inference": "sd2", "v2-inference-v": "sd2", "sd_xl_base": "sdxl",
-          "sd_xl_refiner": "sdxl"}
+          "sd_xl_refiner": "sdxl-refiner"}
 
 
 def guess_config(state: dict) -> Tuple[str, dict]:
@@ -142,7 +142,7 @@ def guess_config(state: dict) -> Tuple[str, dict]:
         name = "sd_xl_base"
     elif "conditioner.embedders.0.model.ln_final.weight" in state:
         name = "sd_xl_refiner"
-    elif (shape("cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight") or (0, 0))[1] == 1024:
+    elif "cond_stage_model.model.ln_final.weight" in state:   # OpenCLIP: SD 2.x (webui also checks its width)
         name = "v2-inference"
     elif unet_in is not None and "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight" in state:
         name = "v1-inference"
@@ -155,9 +155,10 @@ def guess_config(state: dict) -> Tuple[str, dict]:
 
 
 @torch.no_grad()
-def predicts_velocity(unet: nn.Module, context_dim: int = 1024) -> bool:
+def predicts_velocity(unet: nn.Module) -> bool:
     """True when an SD2 UNet predicts v: on a constant latent at the last timestep, an eps model's output is
     close to its input, a v model's far below it (webui's rule, modules/sd_models_config.py)."""
+    context_dim = next(m.to_k.in_features for name, m in unet.named_modules() if name.endswith("attn2"))
     param = next(unet.parameters())
     x = torch.full((1, 4, 8, 8), 0.5, device=param.device, dtype=param.dtype)
     context = torch.full((1, 2, context_dim), 0.5, device=param.device, dtype=param.dtype)
