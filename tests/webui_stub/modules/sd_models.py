@@ -44,7 +44,12 @@ def load_model(checkpoint_info=None, already_loaded_state_dict=None):
     model.sd_checkpoint_info = checkpoint_info
     model.sd_model_checkpoint = checkpoint_info.filename
     model.sd_model_hash = checkpoint_info.shorthash
-    model.is_sd1, model.is_sd2, model.is_sdxl, model.is_ssd, model.is_sd3 = True, False, False, False, False
+    set_model_type(model)
+    if model.is_sdxl:
+        from modules import sd_models_xl
+
+        sd_models_xl.extend_sdxl(model)
+        model.cond_stage_model = model.conditioner   # sd_hijack.py: model_hijack.hijack, two text encoders
     model.lowvram = bool(getattr(shared.cmd_opts, "medvram", False) or getattr(shared.cmd_opts, "lowvram", False))
     model.alphas_cumprod_original = model.alphas_cumprod
     shared.sd_model = model
@@ -52,6 +57,17 @@ def load_model(checkpoint_info=None, already_loaded_state_dict=None):
     loads.append(checkpoint_info.title)
     script_callbacks.model_loaded_callback(model)
     return model
+
+
+def set_model_type(model):
+    """The family flags (modules/sd_models.py: set_model_type), from the model's parts."""
+    model.is_sd1 = model.is_sd2 = model.is_sdxl = model.is_ssd = model.is_sd3 = False
+    if hasattr(model, "conditioner"):
+        model.is_sdxl = True
+    elif hasattr(model.cond_stage_model, "model"):
+        model.is_sd2 = True
+    else:
+        model.is_sd1 = True
 
 
 def reload_model_weights(sd_model=None, info=None, forced_reload=False):
