@@ -3,9 +3,6 @@ eps and at 768 with v prediction (ldm, OpenCLIP), SDXL (sgm stand-in, two text e
 checkpoint and its yaml train a network with the model's widths; a run stopped halfway and resumed with --resume
 ends with the same weights as a straight run; the network changes what the loaded model predicts. Without
 --config the config is inferred from the weights (the published configs swapped for these tiny ones)."""
-import contextlib
-import io
-
 import pytest
 import torch
 
@@ -15,7 +12,7 @@ from hypernet_ext.standalone.cli import main
 from hypernet_ext.webui.generation import model_widths
 
 pytest.importorskip("ldm")
-from sd_configs import tiny_sd_config  # noqa: E402
+from sd_configs import build_tiny_sd, tiny_model_config, use_tiny_open_clip  # noqa: E402
 from sgm_env import STUB, build_tiny_sdxl, tiny_clip_dir, tiny_sdxl_config, use_sgm  # noqa: E402
 
 from hypernet_ext.standalone import model_configs  # noqa: E402
@@ -23,55 +20,29 @@ from hypernet_ext.standalone.checkpoints import load_checkpoint  # noqa: E402
 
 FAMILIES = ["sd1", "sd2", "sd2-v", "sdxl"]
 PUBLISHED = {"sd1": "v1-inference", "sd2": "v2-inference", "sd2-v": "v2-inference", "sdxl": "sd_xl_base"}
-TINY_OPEN_CLIP = "tiny-test-open-clip"
-OPEN_CLIP = {"embed_dim": 64, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 
 
 @pytest.fixture(autouse=True)
 def tiny_open_clip(monkeypatch):
-    import open_clip
-
-    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, TINY_OPEN_CLIP, OPEN_CLIP)
+    use_tiny_open_clip(monkeypatch)
     use_sgm()
 
 
 def model_config(family, cache) -> dict:
     """The tiny ``model`` config of ``family``."""
-    if family == "sdxl":
-        return tiny_sdxl_config(tiny_clip_dir(cache))
-    from hypernet_ext.standalone.demo import tiny_clip_dir as sd1_clip_dir
-
-    cond = {"version": str(sd1_clip_dir(cache)), "device": "cpu"} if family == "sd1" else \
-        {"arch": TINY_OPEN_CLIP, "device": "cpu"}
-    return tiny_sd_config(family, 768 if family == "sd1" else 64, cond)["model"]
+    return tiny_sdxl_config(tiny_clip_dir(cache)) if family == "sdxl" else tiny_model_config(family, cache)
 
 
 def write_model(family, cache, folder):
-    """A tiny checkpoint of ``family`` and its yaml. SD2's output layer gets a bias that makes its prediction at
-    the last timestep what eps (0.5) or v (-2) models give, so the v test in model_configs sees the difference."""
-    from ldm.util import instantiate_from_config
+    """A tiny checkpoint of ``family`` (seed 2) and its yaml."""
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from hypernet_ext.standalone.text_encoders import weightless_text_encoders
-    from hypernet_ext.standalone.tiny import rerandomize_zero_init
-
     folder.mkdir(parents=True, exist_ok=True)
-    config = model_config(family, cache)
-    if family == "sdxl":
-        model = build_tiny_sdxl(cache, seed=2)
-    else:
-        with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()), weightless_text_encoders():
-            torch.manual_seed(2)
-            model = instantiate_from_config(OmegaConf.create(config))
-        rerandomize_zero_init(model.model.diffusion_model, seed=2)
-        if family != "sd1":
-            with torch.no_grad():
-                model.model.diffusion_model.out[-1].bias.fill_(-2.0 if family == "sd2-v" else 0.5)
+    model = build_tiny_sdxl(cache, seed=2) if family == "sdxl" else build_tiny_sd(family, cache, seed=2)
     ckpt, yaml = folder / f"{family}.safetensors", folder / f"{family}.yaml"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
-    OmegaConf.save(OmegaConf.create({"model": config}), yaml)
+    OmegaConf.save(OmegaConf.create({"model": model_config(family, cache)}), yaml)
     return ckpt, yaml
 
 

@@ -32,7 +32,10 @@ def get_learned_conditioning(self, batch):
 
 
 def apply_model(self, x, t, cond):
-    """(modules/sd_models_xl.py: apply_model) the UNet through sgm's wrapper."""
+    """(modules/sd_models_xl.py: apply_model) the UNet through sgm's wrapper (inpainting models: with the
+    masked image's channels)."""
+    if self.is_sdxl_inpaint:
+        x = torch.cat([x] + cond["c_concat"], dim=1)
     return self.model(x, t, cond)
 
 
