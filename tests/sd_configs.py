@@ -86,3 +86,21 @@ def build_tiny_sd(family: str, cache, seed: int = 2):
         with torch.no_grad():
             model.model.diffusion_model.out[-1].bias.fill_(-2.0 if family == "sd2-v" else 0.5)
     return model.eval()
+
+
+def meta_unet(name: str):
+    """The UNet of a published config hypernet_ext knows (standalone/model_configs.py: CONFIGS), on the meta
+    device: its real layout and parameter count, no memory."""
+    from hypernet_ext.standalone.model_configs import CONFIGS
+
+    params = CONFIGS[name]()["model"]["params"]
+    config = params.get("unet_config") or params.get("network_config")
+    if config["target"].startswith("sgm."):
+        from sgm_env import use_sgm
+
+        use_sgm()
+        from sgm.util import instantiate_from_config
+    else:
+        from ldm.util import instantiate_from_config
+    with torch.device("meta"):
+        return instantiate_from_config(config)

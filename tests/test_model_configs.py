@@ -10,6 +10,8 @@ from hypernet_ext.families import check_fit, default_widths, family_of
 from hypernet_ext.webui.generation import model_widths
 
 pytest.importorskip("ldm")
+from sd_configs import meta_unet  # noqa: E402
+
 from hypernet_ext.standalone.model_configs import CONFIGS, FAMILY, guess_config, predicts_velocity  # noqa: E402
 
 # UNet parameters of the published models (SD 1.x 860M, SD 2.x 866M, SDXL base 2.6B)
@@ -23,20 +25,6 @@ TEXT_KEYS = {   # one key of each family's text encoder, with its shape (webui l
              "conditioner.embedders.1.model.ln_final.weight": (1280,)},
     "sdxl-refiner": {"conditioner.embedders.0.model.ln_final.weight": (1280,)},
 }
-
-
-def meta_unet(name):
-    params = CONFIGS[name]()["model"]["params"]
-    config = params.get("unet_config") or params.get("network_config")
-    if config["target"].startswith("sgm."):
-        from sgm_env import use_sgm
-
-        use_sgm()
-        from sgm.util import instantiate_from_config
-    else:
-        from ldm.util import instantiate_from_config
-    with torch.device("meta"):
-        return instantiate_from_config(config)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

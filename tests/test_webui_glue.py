@@ -125,9 +125,12 @@ def test_a_network_that_partly_fits_applies_with_a_warning_and_one_that_does_not
     base, _ = generate("x")
     partial, info = generate("x <hypernet:sd2ish>")
     assert not torch.equal(base, partial)
-    assert "Hypernet warning: " in info and "applies at widths [32] only" in info
+    assert "Hypernet warning: " in info and "(made for SD2); this model (SD1) has attention widths 32, 64, 768, so " \
+        "it applies at 32 only (1024 not in this model)" in info
     none, info = generate("x <hypernet:sdxl>")
-    assert torch.equal(base, none) and "none of the model's" in info
+    assert torch.equal(base, none)
+    assert "covers widths 2048 (made for SDXL) and this model (SD1) has attention widths 32, 64, 768: none of the " \
+        "network's widths applies" in info and "not applied" in info
 
 
 @pytest.mark.parametrize("tag, message", [
