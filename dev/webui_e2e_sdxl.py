@@ -32,6 +32,8 @@ def make_data(folder):
 
 
 def loaded_model(api):
+    # webui's live previews ("Approx NN") download an SDXL approximation model at the first txt2img: offline here
+    check(api.post("/sdapi/v1/options", json={"live_previews_enable": False}).ok, "live previews off (offline)")
     options = api.get("/sdapi/v1/options").json()
     title = options.get("sd_model_checkpoint", "")
     check("tiny-sdxl" in title, f"webui loaded the tiny SDXL: {title}")

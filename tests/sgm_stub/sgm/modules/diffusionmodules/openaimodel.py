@@ -4,7 +4,7 @@ sgm's UNetModel is ldm's with extra options. SDXL uses ``num_classes: sequential
 adm_in_channels) goes through ``label_emb`` (Linear, SiLU, Linear) and is added to the timestep embedding; and
 one transformer depth per level (``transformer_depth: [1, 2, 10]``). The stand-in builds ldm's UNet, adds that
 input (ldm's forward already adds ``label_emb(y)`` when num_classes is set, as sgm's does) and gives each level's
-spatial transformers their depth.
+spatial transformers their depth and sgm's forward (one context for every block).
 """
 import copy
 
@@ -71,6 +71,8 @@ class UNetModel(ldm_openaimodel.UNetModel):
 
 def _deepen(block, depth):
     for module in block:
-        if isinstance(module, SpatialTransformer) and len(module.transformer_blocks) != depth:
-            first = module.transformer_blocks[0]
-            module.transformer_blocks = nn.ModuleList([copy.deepcopy(first) for _ in range(depth)])
+        if isinstance(module, ldm_openaimodel.SpatialTransformer):
+            module.__class__ = SpatialTransformer   # ldm's built it; sgm's forward (one context for every block)
+            if len(module.transformer_blocks) != depth:
+                first = module.transformer_blocks[0]
+                module.transformer_blocks = nn.ModuleList([copy.deepcopy(first) for _ in range(depth)])
