@@ -3,7 +3,8 @@ published sd_xl_base.yaml: the same targets and settings (DiscreteDenoiser with 
 LegacyDDPMDiscretization over 1000 steps, scale factor 0.13025, the conditioner's CLIP and OpenCLIP text embedders
 and three ConcatTimestepEmbedderND size embedders, ``num_classes: sequential`` UNet with ``use_checkpoint: True``,
 the VAE inference wrapper), with everything shrunk: CLIP hidden 48 + OpenCLIP width 32 = context 80, pooled 32 +
-3 x 2 x 16 size channels = adm 128, UNet channels 32/64/128 with attention at 64 and 128 (SDXL: 640, 1280).
+3 x 2 x 16 size channels = adm 128, UNet channels 32/64/128 with attention at 64 and 128 (SDXL: 640, 1280), two
+transformer blocks deep at the lowest level and in the middle (SDXL: ten).
 """
 import contextlib
 import io
@@ -64,7 +65,7 @@ def tiny_sdxl_config(clip_dir, scaling: str = "EpsScaling") -> dict:
     unet = dict(adm_in_channels=ADM, num_classes="sequential", use_checkpoint=True, in_channels=4, out_channels=4,
                 model_channels=32, attention_resolutions=[2, 4], num_res_blocks=1, channel_mult=[1, 2, 4],
                 num_head_channels=16, use_spatial_transformer=True, use_linear_in_transformer=True,
-                transformer_depth=[1, 1, 1], context_dim=CONTEXT, spatial_transformer_attn_type="softmax-xformers",
+                transformer_depth=[1, 1, 2], context_dim=CONTEXT, spatial_transformer_attn_type="softmax-xformers",
                 legacy=False)
     vae = dict(embed_dim=4, monitor="val/rec_loss", lossconfig={"target": "torch.nn.Identity"},
                ddconfig=dict(attn_type="vanilla", double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3,
