@@ -17,7 +17,7 @@ from webui_e2e import BASE, Client, check, failures, make_images
 NAME = "e2e_sdxl"
 SIZES = [64, 128, 1152]   # the tiny SDXL's attention widths: self-attention 64/128 (SDXL: 640/1280), context
 RUN = dict(resize="bucket", bucket_pixels=4096, min_side=32, max_side=128, divisor=32, batch_size=1,
-           learn_rate="0.005", template="hypernetwork", latent_sampling="once", save_every=3, tensorboard=False)
+           learn_rate="0.005", template="captions_only", latent_sampling="once", save_every=3, tensorboard=False)
 
 
 def make_data(folder):
@@ -60,13 +60,28 @@ def fit(api, data):
     check(body["state"] == "done" and bool(warned), f"a network that fits in part trains with a warning: {warned}")
 
 
+def weights(path):
+    """The network's tensors as webui's .pt holds them (width -> (k, v) state dicts); our own file, so torch.load."""
+    import torch
+
+    saved = torch.load(path, map_location="cpu")
+    return {f"{width}.{i}.{key}": value for width, pair in saved.items() if isinstance(width, int)
+            for i, state in enumerate(pair) for key, value in state.items()}
+
+
 def train_and_resume(api, data, folder):
+    created = weights(os.path.join(folder, f"{NAME}.pt"))
     start = time.perf_counter()
     body = api.wait(api.train(network=NAME, data_dir=data, steps=6, **RUN))
     elapsed = time.perf_counter() - start
     check(body["state"] == "done" and body["step"] == 6, f"run 1: {body['state']} at {body['step']} "
                                                          f"(error {body['error']}), {elapsed:.1f} s")
     print("run 1 messages:", *body["messages"], sep="\n  ")
+    trained = weights(os.path.join(folder, f"{NAME}.pt"))
+    changed = sorted({key.split(".")[0] for key, value in trained.items() if not value.equal(created[key])})
+    check(changed == sorted(str(w) for w in SIZES),
+          f"the network got gradients through sgm's blocks (sgm's own checkpointing off): widths changed {changed}")
+    check(not any("not left exactly" in m for m in body["messages"]), "webui's model left exactly as it was")
     buckets = [m for m in body["messages"] if "; buckets " in m]
     check(bool(buckets) and len(buckets[0].split("; buckets ")[1].split(",")) == 2,
           f"two buckets, so two size conditionings: {buckets}")

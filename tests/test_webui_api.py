@@ -231,3 +231,14 @@ def test_training_a_network_made_for_another_family_fails_naming_it(webui, train
     body = poll(client, response.json()["job_id"])
     assert body["state"] == "failed" and f"(made for {made_for}) and this model (SD1) has attention widths 32, 64, " \
         "768: none of the network's widths applies" in body["error"], body
+
+
+def test_training_a_network_that_fits_in_part_warns_naming_what_is_left_out(webui, train_images):
+    client = webui.client()
+    assert client.post(f"{BASE}/networks", json={"name": "part", "sizes": [1024, 32]}).status_code == 200
+    response = client.post(f"{BASE}/train", json=dict(FAST, network="part", data_dir=str(train_images), steps=1))
+    body = poll(client, response.json()["job_id"])
+    assert body["state"] == "done", body
+    assert any("covers widths 32, 1024 (made for SD2); this model (SD1) has attention widths 32, 64, 768, so it "
+               "applies at 32 only (1024 not in this model); only those widths are trained" in m
+               for m in body["messages"]), body["messages"]
