@@ -7,6 +7,7 @@ txt2img with <hypernet:NAME:1> changes the image while <hypernet:NAME:0> does no
 check passes. Run with the harness's python (it has requests).
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -95,7 +96,8 @@ def train_and_resume(api, data, folder):
           f"run 2 resumes at step {body['history'][0]['step'] if body['history'] else None} and ends at "
           f"{body['step']} ({body['state']})")
     restored = [m for m in body["messages"] if "optimizer state restored from" in m]
-    check(bool(restored), f"optimizer state restored: {restored}")
+    if not check(bool(restored), f"optimizer state restored: {restored}"):
+        print("run 2:", json.dumps({k: body.get(k) for k in ("job_id", "resume", "total", "messages", "error")}))
 
 
 def prompts(api):
