@@ -110,6 +110,12 @@ def prompts(api):
     print(f"txt2img 64x64, 8 steps: {seconds:.2f} s without, {seconds_full:.2f} s with the network")
 
 
+def remove_ours(folder):
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        if name.startswith("e2e_"):
+            os.remove(os.path.join(folder, name))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
@@ -121,13 +127,12 @@ def main():
     loaded_model(api)
     folder = os.path.join(args.webui, "models", "hypernetworks")
     data = make_data(args.data)
+    remove_ours(folder)   # a run stopped earlier leaves snapshots that a resume would take as the newest
     widths(api)
     fit(api, data)
     train_and_resume(api, data, folder)
     prompts(api)
-    for name in os.listdir(folder):
-        if name.startswith("e2e_"):
-            os.remove(os.path.join(folder, name))
+    remove_ours(folder)
     print("\n" + ("ALL PASSED" if not failures else f"{len(failures)} FAILED: " + "; ".join(failures)))
     return 1 if failures else 0
 
