@@ -2,9 +2,9 @@
 sgm DiffusionEngine) with hypernet_ext installed (dev/webui-e2e-sdxl.sh starts it), through our REST API and the
 prompt: the loaded model is SDXL; a new network gets the model's widths; a network made for SD1 is refused
 naming SD1, one that fits in part trains with a warning; a run on images of two shapes (buckets, so two
-different size conditionings) writes its files, a resumed run continues with the optimizer state, and
-txt2img with <hypernet:NAME:1> changes the image while <hypernet:NAME:0> does not. Exit status 0 only when every
-check passes. Run with the harness's python (it has requests).
+different size conditionings) changes the network at every width, writes its files and a preview; a resumed run
+continues with the optimizer state; txt2img with <hypernet:NAME:1> changes the image while <hypernet:NAME:0>
+does not. Exit status 0 only when every check passes. Run with the harness's python (it has requests).
 """
 import argparse
 import json
@@ -73,7 +73,7 @@ def weights(path):
 def train_and_resume(api, data, folder):
     created = weights(os.path.join(folder, f"{NAME}.pt"))
     start = time.perf_counter()
-    body = api.wait(api.train(network=NAME, data_dir=data, steps=6, **RUN))
+    body = api.wait(api.train(network=NAME, data_dir=data, steps=6, preview_every=6, preview_steps=4, **RUN))
     elapsed = time.perf_counter() - start
     check(body["state"] == "done" and body["step"] == 6, f"run 1: {body['state']} at {body['step']} "
                                                          f"(error {body['error']}), {elapsed:.1f} s")
@@ -83,6 +83,8 @@ def train_and_resume(api, data, folder):
     check(changed == sorted(str(w) for w in SIZES),
           f"the network got gradients through sgm's blocks (sgm's own checkpointing off): widths changed {changed}")
     check(not any("not left exactly" in m for m in body["messages"]), "webui's model left exactly as it was")
+    check(len(body["previews"]) == 1 and os.path.isfile(body["previews"][0]["path"]),
+          f"a preview through webui's txt2img on SDXL: {[p['path'] for p in body['previews']]}")
     buckets = [m for m in body["messages"] if "; buckets " in m]
     check(bool(buckets) and len(buckets[0].split("; buckets ")[1].split(",")) == 2,
           f"two buckets, so two size conditionings: {buckets}")
