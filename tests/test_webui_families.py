@@ -1,9 +1,9 @@
 """Every model family inside webui (stand-in modules of v1.10.1, tests/webui_stub): SD1, SD2 (eps and v) and SDXL
-(sgm stand-in, tests/sgm_env.py) as webui's loaded model. A network created with the default widths gets the
-model's; it trains, a run stopped halfway and resumed ends with the same weights as a straight run, the model is
-left exactly as it was (ldm's/sgm's checkpoint flags included), and the network changes txt2img. SDXL's
-conditioning is webui's get_learned_conditioning with each image's size, and its text encoders run once per
-caption."""
+(sgm stand-in, tests/sgm_env.py) as webui's loaded model. The REST API names the family and its widths; a
+network created with the default widths gets the model's; it trains, a run stopped halfway and resumed ends with
+the same weights as a straight run, the model is left exactly as it was (ldm's/sgm's checkpoint flags included),
+and the network changes txt2img. SDXL's conditioning is webui's get_learned_conditioning with each image's size,
+and its text encoders run once per caption."""
 import pytest
 import torch
 
@@ -69,6 +69,9 @@ def test_a_family_trains_resumes_exactly_and_applies_inside_webui(family, family
 
     session = webui.session
     assert session.model_widths() == WIDTHS[family]
+    label = {"sd1": "SD1", "sd2": "SD2", "sd2-v": "SD2", "sdxl": "SDXL"}[family]
+    assert webui.client().get("/hypernet-ext/v1/model").json() == {"family": label.lower(), "label": label,
+                                                                    "widths": WIDTHS[family]}
     for name in ("a", "b"):
         session.create_network(name, layer_structure=(1, 0.5, 1), activation="relu", normal_std=0.3, seed=0)
     start = formats.load(webui.hn_dir / "a.pt").state_dict()
