@@ -14,6 +14,7 @@ from hypernet_ext.data import prepare_dataset
 from hypernet_ext.standalone.cli import build_parser, main
 from hypernet_ext.standalone.commands.train import data_config, train_config
 from hypernet_ext.training import Trainer
+from hypernet_ext.training.prompts import cache_conditioning
 
 pytest.importorskip("ldm")
 
@@ -56,10 +57,11 @@ def test_network_trains_on_from_the_weights_and_step_with_a_fresh_optimizer(ldm_
     continued = formats.load(out / "hn.pt")
     assert continued.step == 4   # its 2 steps counted, as in webui
 
+    host, _ = cache_conditioning(ldm_host, dataset)   # as the command line encodes prompts: once, ahead
     fresh = formats.load(path)   # the same start without the .optim: what --network must equal
-    Trainer(ldm_host, fresh, dataset, config.replace(steps=4, out_dir=str(tmp_path / "fresh"))).train()
+    Trainer(host, fresh, dataset, config.replace(steps=4, out_dir=str(tmp_path / "fresh"))).train()
     resumed = formats.load(path)
-    Trainer(ldm_host, resumed, dataset, config.replace(steps=4, out_dir=str(tmp_path / "resumed"))).train(path)
+    Trainer(host, resumed, dataset, config.replace(steps=4, out_dir=str(tmp_path / "resumed"))).train(path)
     assert all(torch.equal(a, b) for a, b in zip(weights(continued), weights(fresh)))
     assert not all(torch.equal(a, b) for a, b in zip(weights(continued), weights(resumed)))
     state = torch.load(optim_path(out / "hn.pt"), weights_only=True)["optimizer_state_dict"]["state"]
@@ -88,3 +90,15 @@ def test_network_and_resume_exclude_each_other(shapes_dir, tmp_path, capsys):
     assert main(argv(shapes_dir, tmp_path, 2, "--network", str(path), "--resume", str(path))) == 2
     assert "give one" in capsys.readouterr().err
     assert not os.path.exists(optim_path(path))
+
+
+def test_the_command_line_encodes_each_distinct_prompt_once(shapes_dir, tmp_path, tiny_cache, monkeypatch):
+    from hypernet_ext.standalone.ldm_host import LdmHost
+
+    monkeypatch.setenv("HYPERNET_EXT_CACHE", str(tiny_cache))
+    encoded = []
+    original = LdmHost.encode_prompts
+    monkeypatch.setattr(LdmHost, "encode_prompts", lambda self, prompts: encoded.extend(prompts) or
+                        original(self, prompts))
+    assert main(argv(shapes_dir, tmp_path / "out", 6)) == 0   # 6 steps of 2: 12 prompts drawn from 4 captions
+    assert len(encoded) == len(set(encoded)) == 4

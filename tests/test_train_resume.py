@@ -67,11 +67,13 @@ def cli_args(data, out, *extra):
 
 def test_resume_in_a_fresh_process_equals_a_straight_run(ldm_host, shapes_dir, tmp_path, tiny_cache):
     from hypernet_ext.data import prepare_dataset
+    from hypernet_ext.training.prompts import cache_conditioning
 
     args = build_parser().parse_args(cli_args(shapes_dir, tmp_path / "resumed"))
     config, data = train_config(args), data_config(args)
     dataset = prepare_dataset(data, ldm_host.encode_images, ldm_host.scale_factor)
-    first, _ = run(ldm_host, dataset, config, small_net(), stop_at=3)
+    host, _ = cache_conditioning(ldm_host, dataset)   # as the command line encodes prompts: once, ahead
+    first, _ = run(host, dataset, config, small_net(), stop_at=3)
     assert first.interrupted and formats.load(tmp_path / "resumed" / "hn.pt").step == 3
     env = dict(os.environ, HYPERNET_EXT_CACHE=str(tiny_cache),
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
@@ -81,7 +83,7 @@ def test_resume_in_a_fresh_process_equals_a_straight_run(ldm_host, shapes_dir, t
     assert done.returncode == 0, done.stderr[-3000:]
     assert "optimizer state restored" in done.stderr
     straight_config = config.replace(out_dir=str(tmp_path / "straight"))
-    run(ldm_host, dataset, straight_config, straight := small_net())
+    run(host, dataset, straight_config, straight := small_net())
     resumed = formats.load(tmp_path / "resumed" / "hn.pt")
     assert resumed.step == straight.step == 6
     assert_same_weights(resumed, straight)

@@ -108,3 +108,16 @@ class CachedConditioning:
         if missing:
             self._encode(missing)
         return stack_rows([self.rows[p] for p in prompts])
+
+
+def cache_conditioning(host, dataset, progress: Optional[Callable[[int, int], None]] = None):
+    """``(CachedConditioning over host, number of prompts encoded ahead or None)``: every prompt ``dataset`` can
+    give is encoded before the run, in a fixed order and batches, so a run and its resume see the same rows; when
+    the prompts cannot be listed (tag shuffle or dropout) they are encoded as they come and not kept."""
+    prompts = dataset_prompts(dataset)
+    if prompts is None:
+        return host, None
+    cached = CachedConditioning(host)
+    cached.fill(prompts, progress)
+    logger.info("%d distinct prompts encoded once", len(prompts))
+    return cached, len(prompts)

@@ -20,7 +20,7 @@ from .. import formats
 from ..data import prepare_dataset
 from ..errors import HypernetError
 from ..training import Trainer
-from ..training.prompts import CachedConditioning, dataset_prompts
+from ..training.prompts import cache_conditioning
 from . import model_state
 from .host import NotSupported, WebuiHost
 from .jobs import DONE, FAILED, INTERRUPTED, RUNNING, JobCallbacks
@@ -201,13 +201,11 @@ def _train(session, job, plan, entry, host):
 def _conditioning(host, dataset, plan, job, placement, preparing):
     """The host the trainer uses: conditioning cached per prompt; the text encoder leaves when every prompt is
     cached and the user asked for it."""
-    cached = CachedConditioning(host)
-    prompts = dataset_prompts(dataset)
-    if prompts is not None:
-        cached.fill(prompts, lambda done, total: preparing(done, total, "prompts"))
-        job.add("messages", f"{len(prompts)} distinct prompts encoded once")
+    cached, count = cache_conditioning(host, dataset, lambda done, total: preparing(done, total, "prompts"))
+    if count is not None:
+        job.add("messages", f"{count} distinct prompts encoded once")
     if plan.run.unload_text_encoder:
-        if prompts is None:
+        if count is None:
             job.add("messages", "the text encoder stays on the device: with tag shuffle or tag dropout the prompts "
                                 "are not known ahead")
         else:

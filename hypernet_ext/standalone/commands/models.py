@@ -30,18 +30,17 @@ def build_host(args):
 
 
 def cache_conditioning(host, dataset, config, extra_prompts=()):
-    """The host the run uses: each distinct prompt encoded once (training/prompts.py). On a GPU, once every
-    prompt the run can ask for is cached, the text encoders wait on the CPU (SDXL's two take 1.6 GB in fp16)."""
+    """The host the run uses: each distinct prompt of the data set encoded once before the run
+    (training.prompts.cache_conditioning), then ``extra_prompts`` (the previews'). On a GPU, once every prompt the
+    run can ask for is cached, the text encoders wait on the CPU (SDXL's two take 1.6 GB in fp16)."""
     import torch
 
-    from ...training.prompts import CachedConditioning, dataset_prompts
+    from ...training.prompts import cache_conditioning as cache_dataset_prompts
 
-    cached = CachedConditioning(host)
-    prompts = dataset_prompts(dataset)
-    if prompts is None:
+    cached, count = cache_dataset_prompts(host, dataset)
+    if count is None:
         return cached
-    cached.fill(list(prompts) + list(extra_prompts))
-    logger.info("%d distinct prompts encoded once", len(cached.rows))
+    cached.fill(list(extra_prompts))
     encoder = getattr(host, "text_encoder", None)
     if torch.device(host.device).type != "cpu" and encoder is not None and not config.validation.data_dir:
         encoder().to("cpu")
