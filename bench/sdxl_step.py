@@ -23,17 +23,6 @@ import torch.nn.functional as F
 STUB = Path(__file__).resolve().parent.parent / "tests" / "sgm_stub"
 
 
-def sdp_forward(self, x, context=None, mask=None, **kwargs):
-    """ldm/sgm CrossAttention through torch's SDPA (what webui's "sdp" optimization runs)."""
-    h = self.heads
-    context = x if context is None else context
-    q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
-    b, n, _ = q.shape
-    q, k, v = (t.reshape(b, t.shape[1], h, -1).transpose(1, 2) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
-    return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
-
-
 def build_unet(tiny: bool, device, dtype):
     """sd_xl_base's UNet (sgm's openaimodel.UNetModel, through the stand-in of tests/sgm_stub: ldm's classes)."""
     if str(STUB) not in sys.path:
@@ -44,6 +33,7 @@ def build_unet(tiny: bool, device, dtype):
     from sgm.modules.attention import CrossAttention
     from sgm.modules.diffusionmodules.openaimodel import UNetModel
 
+    from dev.gpu_check import sdp_forward  # webui's "sdp" attention
     from hypernet_ext.standalone.model_configs import CONFIGS
     from hypernet_ext.standalone.tiny import rerandomize_zero_init
 
