@@ -39,7 +39,9 @@ def test_the_script_registers_only_callbacks_and_unload_undoes_everything(webui)
     keys = [k for k in shared.opts.data_labels if k.startswith("hypernet_ext_")]
     assert len(keys) >= 6 and all(shared.opts.data_labels[k].section[0] == "hypernet_ext" for k in keys)
     routes = [r.path for r in webui.app.router.routes if r.path.startswith("/hypernet-ext/")]
-    assert len(routes) == 5
+    assert sorted(routes) == ["/hypernet-ext/v1/jobs/{job_id}", "/hypernet-ext/v1/jobs/{job_id}/interrupt",
+                              "/hypernet-ext/v1/model", "/hypernet-ext/v1/networks", "/hypernet-ext/v1/networks",
+                              "/hypernet-ext/v1/train"]
 
     script_callbacks.script_unloaded_callback()
     assert isinstance(extra_networks.extra_network_registry["hypernet"], ExtraNetworkHypernet)
