@@ -17,7 +17,24 @@ from ..errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-class LdmHost:
+class UnetOf:
+    """The UNet of an ldm or sgm model held as ``self.model`` (both keep it at ``model.model.diffusion_model``),
+    and its device and dtype."""
+
+    @property
+    def unet(self) -> nn.Module:
+        return self.model.model.diffusion_model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+
+class LdmHost(UnetOf):
     """Wraps a LatentDiffusion; the UNet is ``model.model.diffusion_model``. Follows hypernet_ext.host.HostModel."""
 
     def __init__(self, model: nn.Module, model_name: Optional[str] = None, model_hash: Optional[str] = None):
@@ -33,18 +50,6 @@ class LdmHost:
         self.scale_factor = float(model.scale_factor)
 
     # ---- HostModel ----
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
-    @property
-    def unet(self) -> nn.Module:
-        return self.model.model.diffusion_model
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:

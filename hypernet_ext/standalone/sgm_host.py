@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..sdxl import AESTHETIC_SCORE, DEFAULT_SIZE, SizeConditioner, size_inputs, vae_moments
+from .ldm_host import UnetOf
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def alphas_from_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
     return (1.0 / (1.0 + sigmas ** 2)).float()
 
 
-class SgmHost:
+class SgmHost(UnetOf):
     """Wraps a DiffusionEngine; the UNet is ``model.model.diffusion_model``. Follows hypernet_ext.host.HostModel,
     plus ``size_conditioning`` (each image's original size, crop and target size)."""
 
@@ -86,18 +87,6 @@ class SgmHost:
         self.sizes = SizeConditioner(model.conditioner, {"aesthetic_score": aesthetic_score})
 
     # ---- HostModel ----
-
-    @property
-    def unet(self) -> nn.Module:
-        return self.model.model.diffusion_model
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
