@@ -18,8 +18,9 @@ from typing import Optional, Tuple
 import torch
 
 from .. import checkpoint as ckpt
-from ..attach import attach
+from ..attach import attach, attention_modules
 from ..errors import TrainingError
+from ..families import check_fit
 from ..fileio import check_folder, child, clean_name
 from ..host import Callbacks
 from ..optim import build_optimizer, effective_lr, is_lr_free, optimizer_eval_mode, optimizer_train_mode, set_lr
@@ -70,8 +71,20 @@ class Trainer:
 
     # ---- set-up ----
 
+    def _check_widths(self) -> None:
+        """A network with none of the model's widths stops here, naming the family it was made for; one that
+        fits only in part trains there and gets a warning naming what is left out."""
+        model_widths = {width for _, _, width in attention_modules(self.host.attention_root())}
+        try:
+            _, warning = check_fit(self.name, self.network.widths, model_widths, getattr(self.host, "family", None))
+        except ValueError as err:
+            raise TrainingError(str(err)) from None
+        if warning:
+            self.message(f"{warning}; only those widths are trained", warning=True)
+
     def _setup(self) -> None:
         host, network, config = self.host, self.network, self.config
+        self._check_widths()
         device = torch.device(host.device)
         precision, dtype, note = resolve_precision(config.mixed_precision, device)
         if note:

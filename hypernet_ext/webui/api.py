@@ -2,6 +2,7 @@
 
   GET  /hypernet-ext/v1/networks                 -> [NetworkItem]
   POST /hypernet-ext/v1/networks                 CreateNetworkRequest -> {name, path}
+  GET  /hypernet-ext/v1/model                    -> {family, label, widths} of webui's loaded model
   POST /hypernet-ext/v1/train                    TrainRequest -> {job_id, task_id}   (queued like a UI job)
   GET  /hypernet-ext/v1/jobs/{job_id}            -> JobResponse (?history=true: loss and LR per step)
   POST /hypernet-ext/v1/jobs/{job_id}/interrupt  -> JobResponse
@@ -20,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..config import NetworkConfig, default_of, help_of
 from ..errors import HypernetError
+from ..families import label
 from .host import NotSupported
 from .library import UnknownNetwork
 from .train_request import SETTING_DEFAULTS, request_fields
@@ -100,6 +102,11 @@ def build_models() -> Dict[str, type]:
         name: str
         path: str
 
+    class ModelResponse(BaseModel):
+        family: str
+        label: str
+        widths: List[int]
+
     class TrainResponse(BaseModel):
         job_id: str
         task_id: str
@@ -124,6 +131,7 @@ def build_models() -> Dict[str, type]:
 
     return {"NetworkItem": create_model("HypernetExtNetworkItem", **item),
             "CreateNetworkResponse": CreateNetworkResponse, "TrainResponse": TrainResponse, "JobResponse": JobResponse,
+            "ModelResponse": ModelResponse,
             "CreateNetworkRequest": create_model("HypernetExtCreateNetworkRequest", __config__=Strict,
                                                  **_create_fields()),
             "TrainRequest": create_model("HypernetExtTrainRequest", __config__=Strict, **_train_fields())}
@@ -192,6 +200,10 @@ def register(app, session, api_auth: Optional[str]) -> List[Any]:
             raise http_error(err) from None
         return models["CreateNetworkResponse"](name=path.stem, path=str(path))
 
+    def loaded_model():
+        family = session.model_family()
+        return models["ModelResponse"](family=family, label=label(family), widths=session.model_widths())
+
     def train(request: TrainRequest):
         values = request.dict(exclude_unset=True)
         network, resume = values.pop("network"), values.pop("resume", False)
@@ -213,6 +225,7 @@ def register(app, session, api_auth: Optional[str]) -> List[Any]:
     table: List[Tuple[str, Any, str, Any]] = [
         ("/networks", list_networks, "GET", List[item_model]),
         ("/networks", create_network, "POST", models["CreateNetworkResponse"]),
+        ("/model", loaded_model, "GET", models["ModelResponse"]),
         ("/train", train, "POST", models["TrainResponse"]),
         ("/jobs/{job_id}", get_job, "GET", job_response),
         ("/jobs/{job_id}/interrupt", interrupt_job, "POST", job_response),
