@@ -18,45 +18,26 @@ export WEBUI_PORT="${WEBUI_PORT:-7861}"
 # shellcheck disable=SC1091
 source "$H/env.sh"
 NAME=hypernet_ext
-BRANCH="$(git -C "$REPO" rev-parse --abbrev-ref HEAD)"
-if ! git -C "$REPO" diff --quiet HEAD -- . ':!dev/webui-e2e.sh'; then
-  echo "note: uncommitted changes in $REPO are not tested: the harness clones the committed branch $BRANCH"
-fi
+# shellcheck disable=SC1091
+source "$REPO/dev/e2e_common.sh"
 
 PARTS="${E2E_PARTS:-api ui}"
 RUN="$H/run"
 mkdir -p "$RUN"
-EXT="$H/webui/extensions/$NAME"
 if [[ " $PARTS " == *" ui "* ]]; then
   echo "== start webui without the extension: its own ui-config.json keys (the baseline of ours)"
   "$H/stop.sh" >/dev/null || true
-  rm -rf "$EXT" "$RUN/ui-config-base.json" "$RUN/ui-config-ext.json"
+  rm -rf "$H/webui/extensions/$NAME" "$RUN/ui-config-base.json" "$RUN/ui-config-ext.json"
   "$H/start.sh" --ui-config-file "$RUN/ui-config-base.json" >/dev/null
   "$H/stop.sh" >/dev/null
 fi
-
-echo "== install $REPO ($BRANCH, $(git -C "$REPO" rev-parse --short HEAD)) as the Extensions tab does"
-"$H/stop.sh" >/dev/null || true
-"$H/install_ext.sh" "$REPO" --name "$NAME" --branch "$BRANCH" --force
-[ "$(git -C "$EXT" rev-parse HEAD)" = "$(git -C "$REPO" rev-parse HEAD)" ] || { echo "FAIL: not the committed HEAD"; exit 1; }
+install_committed "$H" "$REPO" "$NAME"
 
 cleanup() {
   "$H/stop.sh" >/dev/null || true
   if [ "$KEEP" = 0 ]; then rm -rf "$EXT"; echo "removed $EXT"; fi
 }
 trap cleanup EXIT
-
-log_check() {  # no traceback, and no error line that mentions us, in webui's log
-  local bad
-  bad=$(grep -n -i -E "traceback|error" "$WEBUI_LOG" | grep -v -E "fatal: not a git repository" || true)
-  if [ -n "$bad" ]; then
-    echo "webui log lines with 'error' or 'traceback' ($1):"; echo "$bad" | head -40
-    if grep -q -i -E "traceback" "$WEBUI_LOG" || echo "$bad" | grep -q -i "hypernet"; then
-      echo "FAIL: webui log ($1) has a traceback or an error from us"; return 1
-    fi
-  fi
-  echo "PASS webui log ($1): no traceback, no error from us"
-}
 
 echo "== start webui on port $WEBUI_PORT"
 rm -f "$RUN/ui-config-ext.json"

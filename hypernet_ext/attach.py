@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from .errors import AttachError
+from .families import check_fit
 
 logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 4  # distinct context tensors kept per UNet call; self-attention inputs pass through quickly
 # Layers that draw random numbers in training mode: every torch dropout layer, and RReLU's random slopes.
 _RANDOM = (nn.modules.dropout._DropoutNd, nn.RReLU)
-_TRAINED_FOR = {768: "SD1", 1024: "SD2", 2048: "SDXL"}  # cross-attention width -> model family
 
 
 def _width(linear: nn.Module) -> Optional[int]:
@@ -300,14 +300,11 @@ def _check(model: nn.Module, networks: List[list], found: list, targets: list, c
         raise AttachError("this model already has hypernetworks attached by another handle: call that handle's "
                           "remove() first; to use several networks together, pass them all in one attach() call")
     model_widths = sorted({width for _, _, _, width in targets})
-    widths_text = ", ".join(map(str, model_widths))
     for net, _ in networks:
-        net_widths = sorted(int(w) for w in net.widths)
-        if not set(net_widths) & set(model_widths):
-            families = [_TRAINED_FOR[w] for w in net_widths if w in _TRAINED_FOR]
-            hint = f": this network was trained for {families[0]}" if families else ""
-            raise AttachError(f"network {_net_name(net)} covers {', '.join(map(str, net_widths))}, model attention "
-                              f"widths are {widths_text}{hint}; choose a network made for this model")
+        try:
+            check_fit(str(getattr(net, "name", "") or type(net).__name__), net.widths, model_widths)
+        except ValueError as err:
+            raise AttachError(str(err)) from None
     param = next((p for _, module, _ in found for p in module.to_k.parameters()), None) if check_device else None
     for net, _ in networks:
         net_param = next(net.parameters(), None)

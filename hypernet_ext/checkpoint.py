@@ -126,6 +126,34 @@ def remove_stale_temps(folder: PathLike, name: str) -> List[Path]:
     return removed
 
 
+def set_aside_snapshots(folder: PathLike, name: str, after_step: int, label: str) -> Tuple[List[str], List[str]]:
+    """Rename the snapshots ``<name>-<k>.pt`` in ``folder`` with ``k > after_step`` (and their ``.optim``) to
+    ``<name>-<k>-<label>.pt`` (``-<label>-2`` and on when taken): kept for the user and usable in prompts, but no
+    longer a checkpoint ``newest_complete`` picks. Returns (the new names, one text per file that could not be
+    moved)."""
+    folder = Path(folder)
+    pattern = re.compile(re.escape(name) + r"-(\d+)\.pt")
+    moved, failed = [], []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        match = pattern.fullmatch(path.name)
+        if not match or int(match.group(1)) <= after_step or not path.is_file():
+            continue
+        target, count = path.with_name(f"{path.stem}-{label}.pt"), 1
+        while target.exists() or optim_path(target).exists():
+            count += 1
+            target = path.with_name(f"{path.stem}-{label}-{count}.pt")
+        try:
+            sidecar = optim_path(path)
+            if sidecar.is_file():
+                os.replace(sidecar, optim_path(target))
+            os.replace(path, target)
+        except OSError as err:
+            failed.append(f"{path.name} could not be renamed ({err})")
+            continue
+        moved.append(target.name)
+    return moved, failed
+
+
 def newest_complete(folder: PathLike, name: str) -> Optional[Path]:
     """The checkpoint of run ``name`` in ``folder`` (``<name>.pt`` or ``<name>-<step>.pt``) holding the highest
     step whose ``.optim`` exists and matches it (then the newest by time); None when there is none. Use it to

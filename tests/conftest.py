@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny SD1-like ldm LatentDiffusion (real FrozenCLIPEmbedder with an offline tokenizer,
-small AutoencoderKL, tiny UNet), built once per session, and a small captioned image folder encoded with it.
+small AutoencoderKL, tiny UNet), built once per session, and a small captioned image folder encoded with it; a tiny
+SDXL built with the sgm stand-in (tests/sgm_env.py).
 
 The CLIP folder is built in a session temporary folder, or in $HYPERNET_EXT_CACHE when that is set (faster
 reruns). Tests must not change base weights; training freezes them and removes its hooks. ``webui`` sets up the
@@ -98,3 +99,19 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tiny_cache):
+    """A tiny SDXL DiffusionEngine built with the sgm stand-in (tests/sgm_env.py), seed 0."""
+    pytest.importorskip("ldm")
+    from sgm_env import build_tiny_sdxl
+
+    return build_tiny_sdxl(tiny_cache, seed=0)
+
+
+@pytest.fixture
+def sdxl_host(tiny_sdxl):
+    from hypernet_ext.standalone.sgm_host import SgmHost
+
+    return SgmHost(tiny_sdxl, model_name="tiny-sdxl", model_hash="tinysdxl-v1")

@@ -239,8 +239,10 @@ def test_networks_may_be_given_bare_or_as_pairs(networks_arg):
 
 
 @pytest.mark.parametrize("model_kind, networks, message", [
-    ("unet", [net((1024,))], r"covers 1024, model attention widths are 32, 64, 768: this network was trained for SD2"),
-    ("unet", [net((768,)), net((320, 640), seed=1)], r"covers 320, 640, model attention widths are 32, 64, 768"),
+    ("unet", [net((1024,))],
+     r"covers widths 1024 \(made for SD2\) and this model \(SD1\) has attention widths 32, 64, 768: none"),
+    ("unet", [net((768,)), net((320, 640), seed=1)],
+     r"covers widths 320, 640 and this model \(SD1\) has attention widths 32, 64, 768"),
     ("unet", [net((768,)).to("meta")], r"is on meta but the model is on cpu: move it"),
     ("unet", [], r"list is empty"),
     ("unet", ["model.pt"], r"expected a Hypernetwork"),

@@ -10,6 +10,7 @@ from untrusted import run_python
 
 from hypernet_ext import checkpoint, create, formats
 from hypernet_ext.checkpoint import optim_path, read_optim, save_checkpoint
+from hypernet_ext.host import Callbacks
 from hypernet_ext.training import TrainConfig, Trainer
 
 KILLED_BETWEEN_THE_WRITES = """
@@ -84,3 +85,31 @@ def test_the_next_run_in_the_folder_removes_the_temporary_files_a_kill_left(tmp_
     Trainer(ldm_host, net, shapes_dataset, config).train()
     assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
     assert formats.load(tmp_path / "hn.pt").step == 1 and complete(tmp_path / "hn.pt")
+
+
+def test_a_fresh_run_sets_aside_another_runs_later_snapshots_so_resume_never_picks_them(tmp_path, ldm_host,
+                                                                                          shapes_dataset):
+    """A network replaced by a new one of the same name (or a run started afresh) must not resume from the old
+    run's snapshots: they are renamed, kept, and newest_complete finds the new run's checkpoint."""
+    pytest.importorskip("ldm")
+
+    def net(seed):
+        return create(name="hn", sizes=(32, 64, 768), layer_structure=(1, 0.25, 1), seed=seed)
+
+    config = TrainConfig(name="hn", out_dir=str(tmp_path), steps=4, save_every=2, tensorboard=False)
+    Trainer(ldm_host, net(0), shapes_dataset, config).train()
+    old = {k: formats.load(tmp_path / f"hn-{k}.pt").state_dict() for k in (2, 4)}
+    messages = []
+
+    class Recorder(Callbacks):
+        def on_message(self, text):
+            messages.append(text)
+
+    Trainer(ldm_host, net(1), shapes_dataset, config.replace(steps=1), Recorder()).train()
+    assert checkpoint.newest_complete(tmp_path, "hn") == tmp_path / "hn.pt"
+    assert formats.load(tmp_path / "hn.pt").step == 1
+    for k in (2, 4):
+        kept = tmp_path / f"hn-{k}-earlier-run.pt"
+        assert not (tmp_path / f"hn-{k}.pt").exists() and complete(kept)
+        assert all(torch.equal(a, b) for a, b in zip(formats.load(kept).state_dict().values(), old[k].values()))
+    assert any("hn-2-earlier-run.pt, hn-4-earlier-run.pt" in m for m in messages), messages

@@ -11,6 +11,7 @@ from hypernet_ext.data import DataConfig
 from hypernet_ext.optim import OptimizerConfig
 from hypernet_ext.schedules import ScheduleConfig
 from hypernet_ext.standalone.commands import train as train_command
+from hypernet_ext.standalone.commands.models import build_host
 from hypernet_ext.standalone.commands.stopping import find_lr_config
 from hypernet_ext.standalone.commands.train import data_config, network_config, train_config
 from hypernet_ext.standalone.demo import tiny_model_hash
@@ -184,7 +185,7 @@ def test_another_model_seed_does_not_reuse_cached_latents(shapes_dir, tiny_cache
     latents, files = {}, []
     for seed in (0, 1):
         args = train_parser().parse_args(argv + ["--model-seed", str(seed)])
-        host = train_command.build_host(args)
+        host = build_host(args)
         assert host.model_id == tiny_model_hash(seed)
         dataset = prepare_dataset(data_config(args), host.encode_images, host.scale_factor, model_id=host.model_id)
         latents[seed] = dataset.micro_batch(0).latents

@@ -20,7 +20,7 @@ def a_file(tmp_path):
 
 @pytest.fixture
 def no_model(monkeypatch):
-    monkeypatch.setattr("hypernet_ext.standalone.commands.train.build_host",
+    monkeypatch.setattr("hypernet_ext.standalone.commands.models.build_host",
                         lambda args: pytest.fail("the model was built before the options were checked"))
 
 

@@ -126,7 +126,7 @@ def test_the_demo_command_trains_100_steps_by_default():  # train's options: tes
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--ckpt", "model.safetensors"], "--ckpt and --config go together"),
+    (["--config", "model.yaml"], "give the checkpoint with --ckpt too"),
     (["--lr", "1e-3:0"], "step above 0"),
     (["--optimizer", "NoSuchOpt"], "unknown"),
 ])

@@ -57,7 +57,7 @@ def test_loss_matches_direct_computation(request, parameterization, gamma, offse
     latents = torch.randn(2, 4, 4, 4, generator=gen)
     weights = torch.rand(2, 1, 4, 4, generator=gen) + 0.5 if alpha else None
     runner = StepRunner(host, [], None, seed=7, min_snr_gamma=gamma, noise_offset=offset)
-    batch = SimpleNamespace(latents=latents, prompts=PROMPTS, weights=weights)
+    batch = SimpleNamespace(latents=latents, prompts=PROMPTS, weights=weights, sizes=None)   # a MicroBatch
     with torch.no_grad():
         ours = runner.loss(batch, index=5)
     t, noise = draw_noise(7, 5, latents.shape, 1000, offset)

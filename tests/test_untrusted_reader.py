@@ -19,7 +19,7 @@ from hypernet_ext.checkpoint import optim_path, read_optim, write_optim
 from hypernet_ext.errors import FormatError, UnsafeFileError
 from hypernet_ext.formats import safe_pickle
 from hypernet_ext.formats.pt import pt_tree
-from hypernet_ext.standalone.ldm_host import _read_state_dict
+from hypernet_ext.standalone.checkpoints import read_state_dict as _read_state_dict
 
 # What torch.save writes under the archive folder, found by writing files on both lanes.
 TORCH_2_1_RECORDS = {"data.pkl", "byteorder", "version", ".data/serialization_id"}

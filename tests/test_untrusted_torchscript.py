@@ -99,7 +99,7 @@ def test_a_torchscript_archive_as_optim_gives_a_warning_and_runs_nothing(tmp_pat
 
 
 def test_a_checkpoint_with_torchscript_records_is_refused(tmp_path, payload):
-    from hypernet_ext.standalone.ldm_host import _read_state_dict
+    from hypernet_ext.standalone.checkpoints import read_state_dict as _read_state_dict
 
     script, marker = payload
     weights = tmp_path / "model.ckpt"
@@ -139,7 +139,7 @@ def test_webuis_pair_of_files_with_payloads_trains_without_running_them(tmp_path
         assert (tmp_path / "out" / "style.pt").is_file()
 
     evil = with_torchscript(path, script, folder / "evil.pt")
-    monkeypatch.setattr("hypernet_ext.standalone.commands.train.build_host",
+    monkeypatch.setattr("hypernet_ext.standalone.commands.models.build_host",
                         lambda args: pytest.fail("the model was built before the file was checked"))
     code = main(argv[:-1] + [str(evil)])
     assert not marker.exists()

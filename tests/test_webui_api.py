@@ -236,3 +236,47 @@ def test_bad_find_lr_requests_name_the_field(webui, train_images, body, field):
     detail = response.json()["detail"]
     assert (detail[0]["loc"][-1] if isinstance(detail, list) else detail["field"]) == field, detail
     assert webui.session.jobs == {}
+
+
+@pytest.mark.parametrize("config, family, widths", [("v1-inference", "sd1", [320, 640, 768, 1280]),
+                                                    ("v2-inference", "sd2", [320, 640, 1024, 1280]),
+                                                    ("sd_xl_base", "sdxl", [640, 1280, 2048])])
+def test_a_new_network_gets_the_loaded_models_widths(webui, config, family, widths):
+    """The published UNet of each family (on the meta device) as webui's loaded UNet: create without sizes gives
+    its widths."""
+    from modules import shared
+    from sd_configs import meta_unet
+
+    wrapper = shared.sd_model.model
+    unet = wrapper.diffusion_model
+    wrapper.diffusion_model = meta_unet(config)   # (monkeypatch would delete the submodule on undo)
+    try:
+        assert webui.session.model_widths() == widths
+        client = webui.client()
+        assert client.post(f"{BASE}/networks", json={"name": "new"}).status_code == 200
+        listed = {n["name"]: n for n in client.get(f"{BASE}/networks").json()}
+    finally:
+        wrapper.diffusion_model = unet
+    assert listed["new"]["sizes"] == widths
+    assert formats.describe(webui.hn_dir / "new.pt").widths == tuple(widths)
+
+
+@pytest.mark.parametrize("sizes, made_for", [((2048, 640, 1280), "SDXL"), ((1024, 320, 640, 1280), "SD2")])
+def test_training_a_network_made_for_another_family_fails_naming_it(webui, train_images, sizes, made_for):
+    client = webui.client()
+    assert client.post(f"{BASE}/networks", json={"name": "other", "sizes": list(sizes)}).status_code == 200
+    response = client.post(f"{BASE}/train", json=dict(FAST, network="other", data_dir=str(train_images), steps=2))
+    body = poll(client, response.json()["job_id"])
+    assert body["state"] == "failed" and f"(made for {made_for}) and this model (SD1) has attention widths 32, 64, " \
+        "768: none of the network's widths applies" in body["error"], body
+
+
+def test_training_a_network_that_fits_in_part_warns_naming_what_is_left_out(webui, train_images):
+    client = webui.client()
+    assert client.post(f"{BASE}/networks", json={"name": "part", "sizes": [1024, 32]}).status_code == 200
+    response = client.post(f"{BASE}/train", json=dict(FAST, network="part", data_dir=str(train_images), steps=1))
+    body = poll(client, response.json()["job_id"])
+    assert body["state"] == "done", body
+    assert any("covers widths 32, 1024 (made for SD2); this model (SD1) has attention widths 32, 64, 768, so it "
+               "applies at 32 only (1024 not in this model); only those widths are trained" in m
+               for m in body["messages"]), body["messages"]

@@ -39,7 +39,9 @@ def test_the_script_registers_only_callbacks_and_unload_undoes_everything(webui)
     keys = [k for k in shared.opts.data_labels if k.startswith("hypernet_ext_")]
     assert len(keys) >= 6 and all(shared.opts.data_labels[k].section[0] == "hypernet_ext" for k in keys)
     routes = [r.path for r in webui.app.router.routes if r.path.startswith("/hypernet-ext/")]
-    assert len(routes) == 6   # networks (GET, POST), train, find-lr, job, interrupt
+    assert sorted(routes) == ["/hypernet-ext/v1/find-lr", "/hypernet-ext/v1/jobs/{job_id}",
+                              "/hypernet-ext/v1/jobs/{job_id}/interrupt", "/hypernet-ext/v1/model",
+                              "/hypernet-ext/v1/networks", "/hypernet-ext/v1/networks", "/hypernet-ext/v1/train"]
 
     script_callbacks.script_unloaded_callback()
     assert isinstance(extra_networks.extra_network_registry["hypernet"], ExtraNetworkHypernet)
@@ -125,9 +127,12 @@ def test_a_network_that_partly_fits_applies_with_a_warning_and_one_that_does_not
     base, _ = generate("x")
     partial, info = generate("x <hypernet:sd2ish>")
     assert not torch.equal(base, partial)
-    assert "Hypernet warning: " in info and "applies at widths [32] only" in info
+    assert "Hypernet warning: " in info and "(made for SD2); this model (SD1) has attention widths 32, 64, 768, so " \
+        "it applies at 32 only (1024 not in this model)" in info
     none, info = generate("x <hypernet:sdxl>")
-    assert torch.equal(base, none) and "none of the model's" in info
+    assert torch.equal(base, none)
+    assert "covers widths 2048 (made for SDXL) and this model (SD1) has attention widths 32, 64, 768: none of the " \
+        "network's widths applies" in info and "not applied" in info
 
 
 @pytest.mark.parametrize("tag, message", [

@@ -287,12 +287,12 @@ def test_the_host_uses_webuis_conditioning_vae_and_schedule(webui):
     finally:
         model.alphas_cumprod = original
     assert host.model_hash == webui.checkpoints[0].shorthash and host.model_id.endswith("|vae:builtin")
-    model.is_sdxl = True
+    model.is_sd3 = True
     try:
-        with pytest.raises(NotSupported, match="SDXL"):
+        with pytest.raises(NotSupported, match="the loaded model is SD3; hypernet_ext trains on SD1, SD2 and SDXL"):
             WebuiHost(model)
     finally:
-        model.is_sdxl = False
+        model.is_sd3 = False
 
 
 @pytest.mark.parametrize("ours, webuis, saved", [(True, False, True), (False, True, True), (False, False, False)])

@@ -22,6 +22,10 @@ WEBUI_OPTIONS = {   # webui's own settings the glue reads, with v1.10.1's defaul
     "dataset_filename_word_regex": "",
     "dataset_filename_join_string": " ",
     "save_optimizer_state": False,
+    "sdxl_crop_top": 0,
+    "sdxl_crop_left": 0,
+    "sdxl_refiner_low_aesthetic_score": 2.5,
+    "sdxl_refiner_high_aesthetic_score": 6.0,
 }
 WEBUI_TEMPLATE = "[filewords]\n"   # a template file in webui's templates folder (captions only)
 
@@ -44,6 +48,9 @@ class WebuiEnv:
     """See the module docstring. ``cmd`` overrides webui's command-line options (e.g. lowvram=True)."""
 
     def __init__(self, model, tmp_path, monkeypatch, app=True, **cmd):
+        from sgm_env import use_sgm
+
+        use_sgm()   # webui imports sgm at start (sd_models_xl, sd_hijack); the stand-in of tests/sgm_stub
         monkeypatch.syspath_prepend(str(STUB))
         from modules import (
             extra_networks,

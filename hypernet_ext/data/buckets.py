@@ -2,12 +2,13 @@
 
 ``make_buckets`` lists the bucket sizes a pixel budget allows, ``assign_bucket`` picks the one whose aspect
 ratio is closest to an image's; ``contain_pad`` says how to resize the image to fit inside it whole (the rest is
-padding), ``cover_crop`` how to resize it to cover the bucket and centre-crop.
+padding), ``cover_crop`` how to resize it to cover the bucket and centre-crop; ``size_conditioning`` what SDXL is
+told about the image (original size, crop, target size).
 """
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import List, NamedTuple, Sequence, Tuple
 
 from ..errors import ConfigError
 
@@ -75,3 +76,24 @@ def contain_pad(width: int, height: int, bucket: Size) -> Tuple[Size, Box]:
     left = (bw - rw) // 2
     top = (bh - rh) // 2
     return (rw, rh), (left, top, left + rw, top + rh)
+
+
+class SizeCond(NamedTuple):
+    """SDXL's size conditioning of one training image, in pixels, as (height, width) / (top, left) pairs: the
+    image's size before resizing, where the crop cut the bucket out of the resized image, and the bucket."""
+    original: Tuple[int, int]
+    crop: Tuple[int, int]
+    target: Tuple[int, int]
+
+
+def size_conditioning(size: Size, bucket: Size, mode: str, flipped: bool = False) -> SizeCond:
+    """The SizeCond of a width x height image fitted to ``bucket`` in resize ``mode``, as SDXL was trained: the
+    original size, the crop's top-left corner in the resized image (zero when nothing is cut off: 'bucket' pads,
+    'fixed' stretches) and the bucket as target. A flipped image's crop is mirrored, as the pixels are."""
+    width, height = size
+    top = left = 0
+    if mode == "bucket-crop":
+        (resized_w, _), (left, top, _, _) = cover_crop(width, height, bucket)
+        if flipped:
+            left = resized_w - bucket[0] - left
+    return SizeCond((int(height), int(width)), (int(top), int(left)), (int(bucket[1]), int(bucket[0])))

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import numbers
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from .buckets import Size
+from .buckets import Size, SizeCond
 from .captions import make_prompt
 from .config import DataConfig
 
@@ -46,6 +46,7 @@ class Sample:
     bucket: Size
     latents: Tuple[LatentSource, ...]   # [0]: as is; [1]: flipped horizontally (present when flip > 0)
     weight: Optional[torch.Tensor]      # (1, h, w) loss weight with mean 1 (alpha, 0 on padding), or None
+    sizes: Tuple[SizeCond, ...] = ()    # SDXL's size conditioning per entry of latents (flipped: crop mirrored)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Batch:
     weights: Optional[torch.Tensor]     # (B, 1, h, w) loss weights (alpha, padding) when a sample has one, else None
     paths: List[str]
     flipped: List[bool]
+    sizes: List[SizeCond] = field(default_factory=list)   # SDXL's size conditioning per sample (when known)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -117,7 +119,7 @@ class LatentDataset:
         epoch, position = divmod(index, self.steps_per_epoch)
         members = self.epoch_plan(epoch)[position]
         cfg = self.config
-        latents, prompts, weights, paths, flipped = [], [], [], [], []
+        latents, prompts, weights, paths, flipped, sizes = [], [], [], [], [], []
         for slot, member in enumerate(members):
             sample = self.samples[member]
             rng = random.Random(mix_seed(cfg.seed, "sample", index, slot))
@@ -133,12 +135,15 @@ class LatentDataset:
             weights.append(None if sample.weight is None else sample.weight.flip(-1) if flip else sample.weight)
             paths.append(sample.path)
             flipped.append(flip)
+            if sample.sizes:
+                sizes.append(sample.sizes[1 if flip else 0])
         stacked_weights = None
         if any(w is not None for w in weights):   # alpha, or padding: the others in the batch weigh 1
             ones = torch.ones((1,) + tuple(latents[0].shape[-2:]))
             stacked_weights = torch.stack([ones if w is None else w for w in weights])
         return Batch(index=index, epoch=epoch, latents=torch.stack(latents), prompts=prompts,
-                     weights=stacked_weights, paths=paths, flipped=flipped)
+                     weights=stacked_weights, paths=paths, flipped=flipped,
+                     sizes=sizes if len(sizes) == len(members) else [])
 
     def iter_batches(self, start: int = 0, end: Optional[int] = None) -> Iterator[Batch]:
         """micro_batch(i) for i = start, start + 1, ... (up to end, exclusive, when given)."""

@@ -14,7 +14,7 @@ import torch
 from ..errors import DataError
 from ..fileio import sha256_file
 from . import images
-from .buckets import Size, assign_bucket, make_buckets
+from .buckets import Size, assign_bucket, make_buckets, size_conditioning
 from .cache import cache_key, load_moments, save_moments
 from .captions import load_template, read_caption
 from .config import BUCKET_MODES, DataConfig
@@ -239,8 +239,9 @@ def _prepare_chunk(chunk: List[_Item], variants, config: DataConfig, encode: Enc
     samples = []
     for x in loaded:
         sources = tuple(_source(x.moments[f], config, x.sha, f) for f in variants)
+        sizes = tuple(size_conditioning(x.item.size, x.item.bucket, config.resize, f) for f in variants)
         samples.append(Sample(str(x.item.path), x.item.caption, x.item.bucket, sources,
-                              _weight(x, config, tuple(sources[0].mean.shape[-2:]))))
+                              _weight(x, config, tuple(sources[0].mean.shape[-2:])), sizes))
     return samples
 
 

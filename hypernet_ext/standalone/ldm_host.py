@@ -1,27 +1,40 @@
-"""HostModel for an ldm ``LatentDiffusion`` (SD1 eps-prediction, SD2 v-prediction), and loading one from disk.
+"""HostModel for an ldm ``LatentDiffusion`` (SD1 eps-prediction, SD2 eps or v-prediction).
 
 ``LdmHost(model)`` gives the trainer what it needs (VAE moments, prompt conditioning, UNet prediction, noise
-schedule) plus ``decode_latents`` for previews. ``load_ldm_checkpoint(ckpt, config_yaml)`` builds the model
-from its yaml with omegaconf and ldm's instantiate_from_config (ldm's own checkpointing off: it would give a
-hypernetwork no gradient; text encoders without pretrained weights) and loads .safetensors or .ckpt weights
-safely, every weight the model uses from the checkpoint.
+schedule) plus ``decode_latents`` for previews. ``load_ldm_checkpoint(ckpt, config_yaml)`` loads one from disk
+through hypernet_ext.standalone.checkpoints.
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, List, Optional
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError, FormatError, excerpt
-from ..fileio import short_hash
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
-class LdmHost:
+class UnetOf:
+    """The UNet of an ldm or sgm model held as ``self.model`` (both keep it at ``model.model.diffusion_model``),
+    and its device and dtype."""
+
+    @property
+    def unet(self) -> nn.Module:
+        return self.model.model.diffusion_model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+
+class LdmHost(UnetOf):
     """Wraps a LatentDiffusion; the UNet is ``model.model.diffusion_model``. Follows hypernet_ext.host.HostModel."""
 
     def __init__(self, model: nn.Module, model_name: Optional[str] = None, model_hash: Optional[str] = None):
@@ -37,18 +50,6 @@ class LdmHost:
         self.scale_factor = float(model.scale_factor)
 
     # ---- HostModel ----
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
-    @property
-    def unet(self) -> nn.Module:
-        return self.model.model.diffusion_model
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
@@ -116,99 +117,12 @@ class LdmHost:
         return self.model_hash or self.model_name or type(self.model).__name__
 
 
-def _read_state_dict(path: Path) -> dict:
-    """The checkpoint's weights, read without running anything from it: .safetensors by safetensors, .ckpt by
-    hypernet_ext's own torch reader, which lets through only tensors, plain values and (as inert placeholders
-    that are never constructed) the harmless classes SD checkpoints name, such as Lightning's ModelCheckpoint."""
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise FormatError(path, f"cannot be read as safetensors ({excerpt(str(err), 120)}); copy or download "
-                                    "it again") from None
-    from ..formats.safe_pickle import CHECKPOINT
-    from ..formats.torch_read import read_file
-
-    data = read_file(path, CHECKPOINT, what="a Stable Diffusion checkpoint")
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise FormatError(path, "holds no state dict; it is not a Stable Diffusion checkpoint")
-    weights = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    if len(weights) < len(data):
-        logger.info("%s: %d entries of its state dict are not tensors and were left out", path.name,
-                    len(data) - len(weights))
-    return weights
-
-
-def _no_builtin_checkpointing(params) -> None:
-    """Build the UNet with ``use_checkpoint: False``: the SD yamls set True, and ldm's CheckpointFunction then
-    recomputes each block under no_grad, differentiating only the block's own weights, never a hypernetwork's."""
-    unet = params.get("unet_config")
-    if unet is None:
-        return
-    if "params" not in unet:
-        unet.params = {}
-    if unet.params.get("use_checkpoint", False):
-        logger.info("building the UNet with use_checkpoint False (the yaml says True): ldm's checkpointing "
-                    "gives a hypernetwork no gradient")
-    unet.params.use_checkpoint = False
-
 
 def load_ldm_checkpoint(ckpt, config_yaml, device="cpu", half: bool = False) -> LdmHost:
-    """An LdmHost for a Stable Diffusion 1.x/2.x checkpoint (.safetensors or .ckpt, loaded without running code)
-    and its ldm yaml (e.g. v1-inference.yaml, v2-inference-v.yaml). The text encoder is built from its
-    configuration, not downloaded: its weights come from the checkpoint like the rest; only CLIP's tokenizer
-    files (SD1) are read from the Hugging Face cache (see text_encoders.weightless_text_encoders)."""
-    from ldm.util import instantiate_from_config
-    from omegaconf import OmegaConf
+    """An LdmHost for a Stable Diffusion 1.x/2.x checkpoint and its ldm yaml (see checkpoints.load_checkpoint)."""
+    from .checkpoints import load_checkpoint
 
-    from .text_encoders import weightless_text_encoders
-
-    ckpt, config_yaml = Path(ckpt), Path(config_yaml)
-    for path in (ckpt, config_yaml):
-        if not path.is_file():
-            raise ConfigError(f"{path} does not exist")
-    weights = _read_state_dict(ckpt)   # first: a refused or damaged file fails before the model is built
-    config = OmegaConf.load(config_yaml)
-    params = config.model.get("params", {})
-    _no_builtin_checkpointing(params)
-    if "cond_stage_config" in params and "params" in params.cond_stage_config \
-            and "device" in params.cond_stage_config.params:
-        params.cond_stage_config.params.device = str(device)
-    with weightless_text_encoders():
-        model = instantiate_from_config(config.model)
-    _load_weights(model, weights, ckpt, config_yaml.name)
-    del weights
-    if half:
-        model.model.half()
-    host = LdmHost(model, model_name=ckpt.stem, model_hash=short_hash(ckpt))
-    return host.to(device)
-
-
-# what must come from the checkpoint: every parameter of these parts (the text encoder has no other source)
-_PARTS = (("model.diffusion_model.", "UNet"), ("cond_stage_model.", "text encoder"), ("first_stage_model.", "VAE"))
-# parameters ldm's encoders never use, which some checkpoints leave out (OpenCLIP's projection and logit scale)
-_UNUSED = ("cond_stage_model.model.text_projection", "cond_stage_model.model.logit_scale")
-
-
-def _load_weights(model: nn.Module, state: dict, ckpt: Path, yaml_name: str) -> None:
-    """Load the checkpoint's weights; FormatError when they do not fit or a part's parameters are missing."""
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:   # shapes differ
-        detail = " ".join(str(err).split())[:300]
-        raise FormatError(ckpt, f"does not fit {yaml_name} ({detail}); choose the yaml of this model family") from None
-    params = {name for name, _ in model.named_parameters()}
-    for prefix, part in _PARTS:
-        lost = [k for k in missing if k.startswith(prefix) and k in params and k not in _UNUSED]
-        if lost:
-            raise FormatError(ckpt, f"does not fit {yaml_name}: {len(lost)} {part} weights missing, e.g. {lost[0]}; "
-                                    "choose the yaml of this model family (the weights must all come from the "
-                                    "checkpoint)")
-    if missing or unexpected:
-        logger.info("%s: %d weights missing (buffers and unused), %d unexpected", ckpt.name, len(missing),
-                    len(unexpected))
+    host = load_checkpoint(ckpt, config_yaml, device=device, half=half)
+    if not isinstance(host, LdmHost):
+        raise ConfigError(f"{config_yaml} describes an sgm model (SDXL), not an ldm one")
+    return host

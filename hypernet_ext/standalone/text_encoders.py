@@ -1,9 +1,10 @@
-"""ldm's text encoders built from their configuration, without downloading or loading pretrained weights.
+"""ldm's and sgm's text encoders built from their configuration, without downloading or loading pretrained weights.
 
 ldm's FrozenCLIPEmbedder calls ``CLIPTextModel.from_pretrained("openai/clip-vit-large-patch14")`` and SD2's
-FrozenOpenCLIPEmbedder ``open_clip.create_model_and_transforms(..., pretrained=...)``: both fetch weights that the
-checkpoint then replaces. ``weightless_text_encoders()`` gives ldm's encoder module, for one with block, stand-ins
-for those names that build the same modules from their configuration; only CLIP's tokenizer files are read.
+FrozenOpenCLIPEmbedder ``open_clip.create_model_and_transforms(..., pretrained=...)``; sgm's SDXL embedders do the
+same: all fetch weights that the checkpoint then replaces. ``weightless_text_encoders(module)`` gives the encoder
+module (ldm's by default, or sgm's), for one with block, stand-ins for those names that build the same modules
+from their configuration; only CLIP's tokenizer files are read.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ KNOWN_CLIP_TEXT = {
                                           projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5),
 }
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
+_SMALL_VISION = {"image_size": 32, "layers": 1, "width": 64, "head_width": 64, "patch_size": 32}
 
 
 @contextlib.contextmanager
@@ -70,7 +72,9 @@ class _ClipTextModel:
 
 
 class _OpenClip:
-    """open_clip as ldm's module sees it, except that create_model_and_transforms never loads pretrained weights."""
+    """open_clip as ldm's and sgm's modules see it, except that create_model_and_transforms never loads pretrained
+    weights and builds the vision tower (which both delete at once) one layer deep: ViT-bigG's would be 1.8
+    billion parameters allocated for nothing."""
 
     def __init__(self, real):
         self._real = real
@@ -79,7 +83,17 @@ class _OpenClip:
         if pretrained:
             logger.info("building OpenCLIP %s without its pretrained weights %s (the checkpoint holds them)",
                         model_name, pretrained)
-        return self._real.create_model_and_transforms(model_name, pretrained=None, **kwargs)
+        config = self._real.get_model_config(model_name)
+        text = (config or {}).get("text_cfg", {})
+        if not config or config.get("custom_text") or "hf_model_name" in text \
+                or "timm_model_name" in config.get("vision_cfg", {}):
+            return self._real.create_model_and_transforms(model_name, pretrained=None, **kwargs)
+        clip = importlib.import_module("open_clip.model").CLIP
+        model = clip(embed_dim=config["embed_dim"], vision_cfg=dict(_SMALL_VISION), text_cfg=text,
+                     quick_gelu=config.get("quick_gelu", False))
+        if kwargs.get("device") is not None:
+            model.to(kwargs["device"])
+        return model, None, None
 
     def __getattr__(self, name):
         return getattr(self._real, name)

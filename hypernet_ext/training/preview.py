@@ -10,6 +10,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from PIL import Image, ImageDraw
 
+from ..data.buckets import SizeCond
+from .prompts import conditioning
 from .step import autocast
 
 
@@ -22,7 +24,8 @@ def ddim_sample(host, prompts: Sequence[str], latent_hw: Tuple[int, int], steps:
     timesteps = torch.linspace(total - 1, 0, steps).round().long().tolist()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((len(prompts), channels) + tuple(latent_hw), generator=gen, dtype=torch.float64)
-    cond = host.encode_prompts(list(prompts))
+    height, width = (side * 8 for side in latent_hw)   # SD's VAEs scale by 8
+    cond = conditioning(host, prompts, [SizeCond((height, width), (0, 0), (height, width))] * len(prompts))
     for i, t in enumerate(timesteps):
         a_t = alphas[t]
         a_prev = alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0, dtype=torch.float64)

@@ -1,5 +1,6 @@
 """Conditioning computed once per distinct prompt: the prompts a data set can give, and a HostModel wrapper that
-answers ``encode_prompts`` from a cache, so the text encoder runs once per prompt and can then leave the GPU.
+answers ``encode_prompts`` from a cache, so the text encoder runs once per prompt and can then leave the GPU;
+``conditioning`` adds each image's size conditioning on hosts that have it (SDXL), after the cache.
 
 Rows of different lengths in one batch (prompts past 75 tokens have more chunks) are padded by repeating their
 last vector, as webui's own trainer stacks cached conditioning (``stack_conds``).
@@ -35,6 +36,14 @@ def dataset_prompts(dataset, limit: int = PROMPT_LIMIT) -> Optional[List[str]]:
             if len(prompts) > limit:
                 return None
     return list(prompts)
+
+
+def conditioning(host, prompts: Sequence[str], sizes: Optional[Sequence] = None) -> Any:
+    """The conditioning of a batch: ``host.encode_prompts(prompts)``, then, for hosts with size conditioning
+    (SDXL: ``size_conditioning(cond, sizes)``), each image's original size, crop and target size."""
+    cond = host.encode_prompts(list(prompts))
+    add_sizes = getattr(host, "size_conditioning", None)
+    return add_sizes(cond, list(sizes)) if add_sizes is not None and sizes else cond
 
 
 def stack_rows(rows: Sequence[Any]) -> Any:

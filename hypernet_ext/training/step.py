@@ -16,6 +16,7 @@ import torch
 
 from ..data.dataset import mix_seed
 from ..errors import ConfigError
+from .prompts import conditioning
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class StepRunner:
             sample_weights = min_snr_weights(self.alphas_cumprod, t, self.min_snr_gamma, self.parameterization)
         with autocast(self.device, self.autocast_dtype):
             with torch.no_grad():
-                cond = self.host.encode_prompts(list(batch.prompts))
+                cond = conditioning(self.host, batch.prompts, batch.sizes)
             prediction = self.host.predict(x_noisy, t, cond)
         return diffusion_loss(prediction, target, batch.weights, sample_weights)
 

@@ -18,8 +18,9 @@ from typing import Optional, Tuple
 import torch
 
 from .. import checkpoint as ckpt
-from ..attach import attach
+from ..attach import attach, attention_modules
 from ..errors import TrainingError
+from ..families import check_fit
 from ..fileio import check_folder, child, clean_name
 from ..host import Callbacks
 from ..optim import build_optimizer, effective_lr, is_lr_free, optimizer_eval_mode, optimizer_train_mode, set_lr
@@ -70,8 +71,20 @@ class Trainer:
 
     # ---- set-up ----
 
+    def _check_widths(self) -> None:
+        """A network with none of the model's widths stops here, naming the family it was made for; one that
+        fits only in part trains there and gets a warning naming what is left out."""
+        model_widths = {width for _, _, width in attention_modules(self.host.attention_root())}
+        try:
+            _, warning = check_fit(self.name, self.network.widths, model_widths, getattr(self.host, "family", None))
+        except ValueError as err:
+            raise TrainingError(str(err)) from None
+        if warning:
+            self.message(f"{warning}; only those widths are trained", warning=True)
+
     def _setup(self) -> None:
         host, network, config = self.host, self.network, self.config
+        self._check_widths()
         device = torch.device(host.device)
         precision, dtype, note = resolve_precision(config.mixed_precision, device)
         if note:
@@ -119,6 +132,8 @@ class Trainer:
             return self.result
         if resume_from is not None:
             self._last_checkpoint = str(resume_from)
+        else:
+            self._set_aside_other_runs_snapshots()
         self._setup()
         try:
             if resume_from is not None:
@@ -128,6 +143,17 @@ class Trainer:
         finally:
             self._finish_network()
         return self.result
+
+    def _set_aside_other_runs_snapshots(self) -> None:
+        """A fresh run from step s: snapshots of this name past s come from another run (a network since replaced,
+        or a run not resumed). Renamed to ``<name>-<k>-earlier-run.pt``, so that a resume of this run never starts
+        from them; kept for the user."""
+        moved, failed = ckpt.set_aside_snapshots(self.out_dir, self.name, self.network.step, "earlier-run")
+        if moved:
+            self.message(f"snapshots of an earlier run past step {self.network.step} renamed (kept, never resumed "
+                         f"from): {', '.join(moved)}")
+        for text in failed:
+            self.message(f"{text}: a resume of {self.name} could start from it", warning=True)
 
     def _run(self, end: int) -> None:
         """The loop with the network attached (and checkpointing on); raises TrainingError when it diverged."""

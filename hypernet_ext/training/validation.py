@@ -20,6 +20,7 @@ from ..data.captions import make_prompt
 from ..data.dataset import LatentDataset, generator, mix_seed
 from ..errors import DataError
 from .config import ValidationConfig
+from .prompts import conditioning
 from .step import add_noise, autocast, cuda_devices, diffusion_loss, diffusion_target
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class _Item:
     prompt: str
     weight: Optional[torch.Tensor]   # (1, h, w) alpha loss weight, or None
     noise: torch.Tensor              # (T, C, h, w): one fixed draw per timestep
+    size: Optional[object] = None    # the image's SizeCond (SDXL's size conditioning), unflipped
 
 
 class ValidationSet:
@@ -86,7 +88,8 @@ class ValidationSet:
             latent = sample.latents[0].mean * scale_factor   # the VAE mean for 'random' sampling: no draw
             noise = torch.randn((count,) + tuple(latent.shape),
                                 generator=generator(config.seed, "validation-noise", index))
-            items.append(_Item(sample.path, latent, prompt, sample.weight, noise))
+            size = sample.sizes[0] if getattr(sample, "sizes", ()) else None
+            items.append(_Item(sample.path, latent, prompt, sample.weight, noise, size))
         return cls(items, timesteps, source or f"{len(items)} images")
 
     def evaluate(self, host, network, step: int = 0, autocast_dtype: Optional[torch.dtype] = None
@@ -116,7 +119,7 @@ class ValidationSet:
         x_noisy = add_noise(latents, noise, alphas, t)
         target = diffusion_target(latents, noise, alphas, t, host.parameterization)
         with autocast(device, autocast_dtype):
-            cond = host.encode_prompts([item.prompt] * count)
+            cond = conditioning(host, [item.prompt] * count, [item.size] * count if item.size else None)
             prediction = host.predict(x_noisy, t, cond)
         weights = None if item.weight is None else item.weight.unsqueeze(0).expand(count, *item.weight.shape)
         return float(diffusion_loss(prediction, target, weights))

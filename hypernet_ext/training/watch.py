@@ -8,12 +8,10 @@ its .optim, scaler, RNG), keeps the guard's own history, and goes on at the lowe
 from __future__ import annotations
 
 import logging
-import os
-import re
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ..checkpoint import optim_path
+from ..checkpoint import set_aside_snapshots
 from ..errors import HypernetError
 from ..optim import optimizer_train_mode
 from .guard import Guard, GuardEvent
@@ -172,23 +170,10 @@ class Watch:
         kept for the user, but no longer a run's newest checkpoint, so resuming after a kill goes on from the
         weights the guard chose, not from the ones it rejected."""
         trainer = self.trainer
-        pattern = re.compile(re.escape(trainer.name) + r"-(\d+)\.pt")
-        moved = []
-        for path in sorted(trainer.out_dir.iterdir()):
-            match = pattern.fullmatch(path.name)
-            if not match or int(match.group(1)) <= best_step:
-                continue
-            target = path.with_name(f"{path.stem}-rolled-back.pt")
-            try:
-                sidecar = optim_path(path)
-                if sidecar.is_file():
-                    os.replace(sidecar, optim_path(target))
-                os.replace(path, target)
-            except OSError as err:
-                trainer.message(f"{path.name} could not be set aside ({err}); a resume from the newest snapshot "
-                                f"would pick it: resume from {self.best_path.name} instead", warning=True)
-                continue
-            moved.append(target.name)
+        moved, failed = set_aside_snapshots(trainer.out_dir, trainer.name, best_step, "rolled-back")
+        for text in failed:
+            trainer.message(f"{text}; a resume from the newest snapshot would pick it: resume from "
+                            f"{self.best_path.name} instead", warning=True)
         if moved:
             trainer.message(f"snapshots after the best step set aside (kept, never resumed from by default): "
                             f"{', '.join(moved)}")

@@ -2,6 +2,7 @@
 
   GET  /hypernet-ext/v1/networks                 -> [NetworkItem]
   POST /hypernet-ext/v1/networks                 CreateNetworkRequest -> {name, path}
+  GET  /hypernet-ext/v1/model                    -> {family, label, widths} of webui's loaded model
   POST /hypernet-ext/v1/train                    TrainRequest -> {job_id, task_id}   (queued like a UI job)
   POST /hypernet-ext/v1/find-lr                  FindLRRequest -> {job_id, task_id}  (the LR range test)
   GET  /hypernet-ext/v1/jobs/{job_id}            -> JobResponse (?history=true: loss and LR per step)
@@ -20,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..config import NetworkConfig, default_of, help_of
 from ..errors import HypernetError, error_field
+from ..families import label
 from .host import NotSupported
 from .library import UnknownNetwork
 from .train_request import SETTING_DEFAULTS, finder_fields, request_fields
@@ -108,6 +110,11 @@ def build_models() -> Dict[str, type]:
         name: str
         path: str
 
+    class ModelResponse(BaseModel):
+        family: str
+        label: str
+        widths: List[int]
+
     class TrainResponse(BaseModel):
         job_id: str
         task_id: str
@@ -135,6 +142,7 @@ def build_models() -> Dict[str, type]:
 
     return {"NetworkItem": create_model("HypernetExtNetworkItem", **item),
             "CreateNetworkResponse": CreateNetworkResponse, "TrainResponse": TrainResponse, "JobResponse": JobResponse,
+            "ModelResponse": ModelResponse,
             "CreateNetworkRequest": create_model("HypernetExtCreateNetworkRequest", __config__=Strict,
                                                  **_create_fields()),
             "TrainRequest": create_model("HypernetExtTrainRequest", __config__=Strict, **_train_fields()),
@@ -196,6 +204,10 @@ def register(app, session, api_auth: Optional[str]) -> List[Any]:
             raise http_error(err) from None
         return models["CreateNetworkResponse"](name=path.stem, path=str(path))
 
+    def loaded_model():
+        family = session.model_family()
+        return models["ModelResponse"](family=family, label=label(family), widths=session.model_widths())
+
     def train(request: TrainRequest):
         values = request.dict(exclude_unset=True)
         network, resume = values.pop("network"), values.pop("resume", False)
@@ -226,6 +238,7 @@ def register(app, session, api_auth: Optional[str]) -> List[Any]:
     table: List[Tuple[str, Any, str, Any]] = [
         ("/networks", list_networks, "GET", List[item_model]),
         ("/networks", create_network, "POST", models["CreateNetworkResponse"]),
+        ("/model", loaded_model, "GET", models["ModelResponse"]),
         ("/train", train, "POST", models["TrainResponse"]),
         ("/find-lr", find_lr, "POST", models["TrainResponse"]),
         ("/jobs/{job_id}", get_job, "GET", job_response),

@@ -15,7 +15,9 @@ from typing import List, Optional, Tuple
 
 from ..attach import attach
 from ..errors import HypernetError
-from ..training.preflight import model_widths  # noqa: F401 - the session asks generation for it
+from ..families import check_fit
+from ..training.preflight import model_widths
+from .host import model_family
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class GenerationNetworks:
         shared.loaded_hypernetworks.clear()
         unet = shared.sd_model.model.diffusion_model
         widths = set(model_widths(unet))
+        family = model_family(shared.sd_model)
+        family = None if family == "other" else family
         entries, hashes = [], []
         for name, strength in wanted:
             try:
@@ -80,14 +84,14 @@ class GenerationNetworks:
             except (HypernetError, OSError) as err:
                 warnings.append(f"{entry.name}: {err}")
                 continue
-            fits = widths & set(network.widths)
-            if not fits:
-                warnings.append(f"{entry.name} covers widths {sorted(network.widths)}, none of the model's "
-                                f"({sorted(widths)}); not applied")
+            try:
+                _, warning = check_fit(entry.name, network.widths, widths, family)
+            except ValueError as err:   # made for another family: the generation goes on without it
+                logger.error("%s; not applied", err)
+                warnings.append(f"{err}; not applied")
                 continue
-            if set(network.widths) - widths:
-                warnings.append(f"{entry.name} applies at widths {sorted(fits)} only; "
-                                f"{sorted(set(network.widths) - widths)} are not in this model")
+            if warning:
+                warnings.append(warning)
             entries.append((entry, network, strength))
         self._attach(unet, entries)
         if hashes:
@@ -95,7 +99,8 @@ class GenerationNetworks:
         if warnings:
             p.extra_generation_params[WARNING_KEY] = "; ".join(warnings)
             for text in warnings:
-                logger.warning("%s", text)
+                if not text.endswith("not applied"):
+                    logger.warning("%s", text)
 
     def _attach(self, unet, entries) -> None:
         from modules import shared

@@ -5,7 +5,8 @@ API (``session = get_session()``; every method may be called from any thread):
 
 - ``session.list_networks()`` -> ``[NetworkInfo]`` (name, path, format, sizes, step, hash, descriptor);
   ``session.network_names()`` -> names only, cheap.
-- ``session.model_widths()`` -> the loaded model's attention widths (what a new network should cover).
+- ``session.model_widths()`` -> the loaded model's attention widths (what a new network should cover);
+  ``session.model_family()`` -> its family: 'sd1', 'sd2', 'sdxl' (webui's flags), 'sd3' or 'other'.
 - ``session.create_network(name, overwrite=False, **network_config_fields)`` -> path of the new ``<name>.pt``
   (sizes default to ``model_widths()``).
 - ``session.start_training(network, data_dir, resume=False, **options)`` -> ``Job``, queued through webui's
@@ -101,6 +102,13 @@ class Session:
         from modules import shared
 
         return model_widths(shared.sd_model.model.diffusion_model)
+
+    def model_family(self) -> str:
+        from modules import shared
+
+        from .host import model_family
+
+        return model_family(shared.sd_model)
 
     def create_network(self, name, overwrite: bool = False, **fields) -> Path:
         """Write a new network file (see the module docstring); ConfigError / FileExistsError on bad input."""

@@ -1,9 +1,9 @@
-"""``train`` and ``demo`` sub-commands: train a hypernetwork on an ldm model from the command line.
+"""``train`` and ``demo`` sub-commands: train a hypernetwork on an SD1, SD2 or SDXL model from the command line.
 
-``train`` builds the model (the tiny built-in one, or a checkpoint with its yaml), the network (new, or from a
-file to continue or resume), the data set and the configs from the options, then runs the Trainer with a tqdm
-bar, or with ``--find-lr`` the learning-rate range test (which writes only its plot). ``demo`` runs
-hypernet_ext.standalone.demo.run_demo.
+``train`` builds the model (the tiny built-in one, or a checkpoint with its yaml or the config inferred from its
+weights), the network (new, or from a file to continue or resume), the data set, the prompt cache and the configs
+from the options, then runs the Trainer with a tqdm bar, or with ``--find-lr`` the learning-rate range test (which
+writes only its plot). ``demo`` runs hypernet_ext.standalone.demo.run_demo.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ...errors import ConfigError, FormatError
+from ...errors import ConfigError
 from ...host import Callbacks
 
 logger = logging.getLogger(__name__)
@@ -174,8 +174,15 @@ def add_parser(sub) -> None:
     _option(p, TrainConfig, "name", required=True, default=None, extra=f"Also: {help_of(DataConfig, 'name')}")
     p.add_argument("--model", default="tiny", choices=("tiny",), help="built-in model (when --ckpt is not given)")
     p.add_argument("--model-seed", type=int, default=0, help="seed of the tiny model's random weights")
-    p.add_argument("--ckpt", default=None, help="Stable Diffusion checkpoint (.safetensors or .ckpt)")
-    p.add_argument("--config", default=None, help="the checkpoint's ldm yaml (v1-inference.yaml, ...)")
+    p.add_argument("--ckpt", default=None, help="Stable Diffusion checkpoint (.safetensors or .ckpt): SD 1.x, SD 2.x "
+                                                "or SDXL")
+    p.add_argument("--config", default=None,
+                   help="the checkpoint's ldm or sgm yaml (v1-inference.yaml, v2-inference-v.yaml, sd_xl_base.yaml, "
+                        "...); empty: inferred from the weights as webui does (SD 1.x, SD 2.x 512/768, SDXL base "
+                        "and refiner)")
+    p.add_argument("--sgm-path", default=None, metavar="DIR",
+                   help="folder holding the sgm package (Stability-AI/generative-models; webui's "
+                        "repositories/generative-models), for SDXL checkpoints when sgm is not on PYTHONPATH")
     p.add_argument("--device", default=None, help="cpu or cuda (empty: cuda when available)")
     p.add_argument("--network", default=None, metavar="FILE",
                    help="train on from this network's weights and step (a webui, peer or our file) with a fresh "
@@ -274,46 +281,6 @@ def preflight(args, config, data) -> None:
         network_config(args)
 
 
-def build_host(args):
-    import torch
-
-    from ..ldm_host import LdmHost, load_ldm_checkpoint
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.ckpt or args.config:
-        if not (args.ckpt and args.config):
-            raise ConfigError("--ckpt and --config go together: the checkpoint and its ldm yaml")
-        return load_ldm_checkpoint(args.ckpt, args.config, device=device)
-    from ..demo import build_tiny_ldm, tiny_model_hash
-
-    return LdmHost(build_tiny_ldm(seed=args.model_seed), model_name="tiny-sd1",
-                   model_hash=tiny_model_hash(args.model_seed)).to(device)
-
-
-def build_network(args, host):
-    """(network, resume_from): a new network, or the one --network / --resume names. ``resume_from`` is the file
-    whose .optim the trainer restores: only with --resume."""
-    from ... import create, formats
-    from ...attach import attention_modules
-
-    source = args.resume or args.network
-    if source:
-        from ...formats.common import nonfinite_weights
-
-        network = formats.load(source)
-        bad = nonfinite_weights(network)
-        if bad:
-            raise FormatError(source, f"holds NaN or infinite weights ({'; '.join(bad[:3])}); training from it "
-                                      "cannot work. Start from an earlier checkpoint")
-        if args.resume:
-            return network, source
-        logger.info("continuing %s from step %d with a fresh optimizer (its .optim is not read; --resume restores "
-                    "it)", source, network.step)
-        return network, None
-    widths = [width for _, _, width in attention_modules(host.attention_root())]
-    return create(network_config(args, widths), name=args.name), None
-
-
 def check_start(args, optimizer: str) -> None:
     """Before any model is built: --network and --resume exclude each other, and --resume continues a run
     exactly, which needs the checkpoint's own .optim written by this optimizer; ConfigError saying what is wrong
@@ -340,7 +307,7 @@ def run_train(args) -> int:
 
     from ...data import prepare_dataset
     from ...training import Trainer
-    from ...training.prompts import cache_conditioning
+    from .models import build_host, build_network, cache_conditioning
 
     config, data = train_config(args), data_config(args)
     preflight(args, config, data)
@@ -349,17 +316,18 @@ def run_train(args) -> int:
     network, source = build_network(args, host)
     dataset = prepare_dataset(data, host.encode_images, host.scale_factor, model_id=host.model_id)
     logger.info("%s", dataset.summary)
-    host, _ = cache_conditioning(host, dataset)   # the text encoder runs once per distinct prompt
+    from ..demo import DEMO_PROMPTS, Previewer, WithPreviews
+
+    preview_prompts = DEMO_PROMPTS[:2]
+    host = cache_conditioning(host, dataset, config, preview_prompts if config.preview_every else ())
     if args.find_lr:
         from .stopping import run_find_lr
 
         return run_find_lr(args, config, host, network, dataset)
     callbacks = CliCallbacks(desc=config.name)
     if config.preview_every:
-        from ..demo import Previewer, WithPreviews
-
-        callbacks = WithPreviews(callbacks, Previewer(host, config.out_dir, config.name, seed=config.seed,
-                                                      latent_hw=_latent_hw(dataset)))
+        callbacks = WithPreviews(callbacks, Previewer(host, config.out_dir, config.name, prompts=preview_prompts,
+                                                      seed=config.seed, latent_hw=_latent_hw(dataset)))
     try:
         with logging_redirect_tqdm():
             result = Trainer(host, network, dataset, config, callbacks).train(resume_from=source)

@@ -3,8 +3,8 @@
 Same flow as webui's process_images / process_images_inner: reload the checkpoint the setting names, parse the
 extra networks out of the prompt and activate them (unless disable_extra_networks), condition, sample, decode,
 write the infotext, deactivate. The sampler is a plain DDIM loop with classifier-free guidance whatever
-sampler_name says; its start noise comes from the global torch RNG seeded with the seed, as webui's rng.py does
-on a CPU.
+sampler_name says (conditioning dicts, as SDXL's, are concatenated key by key, as webui's CFG denoiser does); its
+start noise comes from the global torch RNG seeded with the seed, as webui's rng.py does on a CPU.
 """
 import random
 from dataclasses import dataclass, field
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import devices, extra_networks, sd_models, shared
+from modules import devices, extra_networks, prompt_parser, sd_models, shared
 
 
 @dataclass(repr=False)
@@ -104,7 +104,8 @@ def _sample(model, c, uc, seed_list, steps, cfg_scale, shape):
         a_t = alphas[t]
         a_prev = alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0, dtype=torch.float64)
         t_in = torch.full((2 * x.shape[0],), t, dtype=torch.long)
-        out = model.apply_model(torch.cat([x, x]).float(), t_in, torch.cat([uc, c])).double()
+        cond = {k: torch.cat([uc[k], c[k]]) for k in c} if isinstance(c, dict) else torch.cat([uc, c])
+        out = model.apply_model(torch.cat([x, x]).float(), t_in, cond).double()
         eps_uc, eps_c = out.chunk(2)
         eps = eps_uc + cfg_scale * (eps_c - eps_uc)
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
@@ -139,8 +140,10 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
                 with devices.autocast():
                     extra_networks.activate(p, p.extra_network_data)
             shared.state.sampling_steps = p.steps
-            c = model.get_learned_conditioning(p.prompts)
-            uc = model.get_learned_conditioning(p.negative_prompts)
+            c = model.get_learned_conditioning(prompt_parser.SdConditioning(p.prompts, width=p.width,
+                                                                            height=p.height))
+            uc = model.get_learned_conditioning(prompt_parser.SdConditioning(p.negative_prompts, width=p.width,
+                                                                             height=p.height, is_negative_prompt=True))
             latents = _sample(model, c, uc, p.seeds, p.steps, p.cfg_scale, (4, p.height // 8, p.width // 8))
             pixels = model.decode_first_stage(latents).clamp(-1, 1)
             for i, pixel in enumerate(pixels):

@@ -1,6 +1,7 @@
 """Stand-in for webui v1.10.1 modules/sd_hijack_optimizations.py: the "sdp" cross-attention optimization,
-which replaces ldm's CrossAttention.forward for every instance (class level), as webui does."""
+which replaces ldm's and sgm's CrossAttention.forward for every instance (class level), as webui does."""
 import ldm.modules.attention
+import sgm.modules.attention
 import torch
 from ldm.util import default
 
@@ -8,6 +9,7 @@ from modules import shared
 from modules.hypernetworks import hypernetwork
 
 ldm_forward = ldm.modules.attention.CrossAttention.forward   # ldm's own, put back by undo()
+sgm_forward = sgm.modules.attention.CrossAttention.forward   # sgm's own (the stand-in's class is ldm's)
 
 
 def scaled_dot_product_attention_forward(self, x, context=None, mask=None, **kwargs):
@@ -46,6 +48,7 @@ class SdOptimization:
     def undo(self):
         """webui puts back its own einsum forward; the stand-in puts back ldm's."""
         ldm.modules.attention.CrossAttention.forward = ldm_forward
+        sgm.modules.attention.CrossAttention.forward = sgm_forward
 
 
 class SdOptimizationSdp(SdOptimization):
@@ -57,6 +60,7 @@ class SdOptimizationSdp(SdOptimization):
 
     def apply(self):
         ldm.modules.attention.CrossAttention.forward = scaled_dot_product_attention_forward
+        sgm.modules.attention.CrossAttention.forward = scaled_dot_product_attention_forward
 
 
 def list_optimizers(res):

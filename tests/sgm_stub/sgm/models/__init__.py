@@ -1,0 +1,1 @@
+"""Stand-in of sgm/models/__init__.py."""

@@ -1,0 +1,1 @@
+"""Stand-in of sgm/modules/autoencoding/__init__.py."""

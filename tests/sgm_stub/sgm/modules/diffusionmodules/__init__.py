@@ -1,0 +1,1 @@
+"""Stand-in of sgm/modules/diffusionmodules/__init__.py."""

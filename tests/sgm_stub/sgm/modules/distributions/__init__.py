@@ -1,0 +1,1 @@
+"""Stand-in of sgm/modules/distributions/__init__.py."""

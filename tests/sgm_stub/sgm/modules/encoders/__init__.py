@@ -1,0 +1,1 @@
+"""Stand-in of sgm/modules/encoders/__init__.py."""
