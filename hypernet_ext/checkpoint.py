@@ -126,17 +126,18 @@ def remove_stale_temps(folder: PathLike, name: str) -> List[Path]:
     return removed
 
 
-def set_aside_snapshots(folder: PathLike, name: str, after_step: int, label: str) -> Tuple[List[str], List[str]]:
-    """Rename the snapshots ``<name>-<k>.pt`` in ``folder`` with ``k > after_step`` (and their ``.optim``) to
-    ``<name>-<k>-<label>.pt`` (``-<label>-2`` and on when taken): kept for the user and usable in prompts, but no
-    longer a checkpoint ``newest_complete`` picks. Returns (the new names, one text per file that could not be
-    moved)."""
+def set_aside_snapshots(folder: PathLike, name: str, after_step: int, label: str,
+                        best: bool = False) -> Tuple[List[str], List[str]]:
+    """Rename the snapshots ``<name>-<k>.pt`` in ``folder`` with ``k > after_step`` (and ``<name>-best.pt`` when
+    ``best``), with their ``.optim``, to ``<name>-<k>-<label>.pt`` (``-<label>-2`` and on when taken): kept for
+    the user and usable in prompts, but no longer a checkpoint ``newest_complete`` picks. Returns (the new names,
+    one text per file that could not be moved)."""
     folder = Path(folder)
-    pattern = re.compile(re.escape(name) + r"-(\d+)\.pt")
+    pattern = re.compile(re.escape(name) + (r"-(\d+|best)\.pt" if best else r"-(\d+)\.pt"))
     moved, failed = [], []
     for path in sorted(folder.iterdir()) if folder.is_dir() else ():
         match = pattern.fullmatch(path.name)
-        if not match or int(match.group(1)) <= after_step or not path.is_file():
+        if not match or (match.group(1) != "best" and int(match.group(1)) <= after_step) or not path.is_file():
             continue
         target, count = path.with_name(f"{path.stem}-{label}.pt"), 1
         while target.exists() or optim_path(target).exists():

@@ -190,8 +190,15 @@ class NetworkLibrary:
             error.field = unknown[0]
             raise error
         config = NetworkConfig(**fields)
+        replaced = path.exists()
         formats.save(Hypernetwork(config, name=path.stem), path)
         logger.info("created hypernetwork %s (widths %s)", path, list(config.sizes))
+        if replaced:   # the old network's snapshots must not be resumed from or compared as the new one's
+            moved, failed = ckpt.set_aside_snapshots(path.parent, path.stem, -1, "replaced", best=True)
+            if moved:
+                logger.info("snapshots of the network %s replaced renamed (kept): %s", path.name, ", ".join(moved))
+            for text in failed:
+                logger.warning("%s: a resume of %s could start from it", text, path.stem)
         return path
 
     # ---- checkpoints ----

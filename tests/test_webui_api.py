@@ -63,6 +63,20 @@ def test_creating_over_an_existing_file_needs_overwrite(webui):
     assert formats.describe(webui.hn_dir / "a.pt").widths == (320,)
 
 
+def test_replacing_a_network_sets_its_snapshots_aside_so_a_resume_starts_from_the_new_one(webui, train_images):
+    client = webui.client()
+    assert client.post(f"{BASE}/networks", json={"name": "a", "sizes": [768]}).status_code == 200
+    body = poll(client, client.post(f"{BASE}/train", json=dict(FAST, network="a", data_dir=str(train_images),
+                                                               steps=4, save_every=2)).json()["job_id"])
+    assert body["state"] == "done" and (webui.hn_dir / "a-4.pt").is_file(), body
+    assert client.post(f"{BASE}/networks", json={"name": "a", "sizes": [768], "overwrite": True}).status_code == 200
+    body = poll(client, client.post(f"{BASE}/train", json=dict(FAST, network="a", data_dir=str(train_images),
+                                                               steps=2, resume=True)).json()["job_id"])
+    assert body["state"] == "done" and body["step"] == 2 and formats.describe(webui.hn_dir / "a.pt").step == 2, body
+    assert {p.name for p in webui.hn_dir.glob("a-*.pt")} >= {"a-2-replaced.pt", "a-4-replaced.pt"}
+    assert not (webui.hn_dir / "a-4.pt").exists()
+
+
 @pytest.mark.parametrize("body, field, text", [
     ({"name": "../escaped"}, "name", "path separator"),
     ({"name": "/abs"}, "name", "path separator"),
