@@ -276,13 +276,30 @@ def test_a_new_network_gets_the_loaded_models_widths(webui, config, family, widt
 
 
 @pytest.mark.parametrize("sizes, made_for", [((2048, 640, 1280), "SDXL"), ((1024, 320, 640, 1280), "SD2")])
-def test_training_a_network_made_for_another_family_fails_naming_it(webui, train_images, sizes, made_for):
+def test_training_a_network_made_for_another_family_is_refused_naming_it(webui, train_images, sizes, made_for):
     client = webui.client()
     assert client.post(f"{BASE}/networks", json={"name": "other", "sizes": list(sizes)}).status_code == 200
     response = client.post(f"{BASE}/train", json=dict(FAST, network="other", data_dir=str(train_images), steps=2))
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail["field"] == "network" and f"(made for {made_for}) and this model (SD1) has attention widths 32, " \
+        "64, 768: none of the network's widths applies" in detail["error"], detail
+    assert webui.session.jobs == {}, "nothing was queued"
+
+
+def test_a_job_whose_network_no_longer_fits_fails_before_encoding_an_image(webui, train_images, monkeypatch):
+    """The model can change while a job waits in webui's queue: the job checks the fit again as it starts."""
+    from hypernet_ext.webui import host
+
+    encoded = []
+    monkeypatch.setattr(host.WebuiHost, "encode_images", lambda self, pixels: encoded.append(pixels.shape))
+    monkeypatch.setattr(webui.session, "_refuse_misfit", lambda entry: None, raising=False)   # fitted when queued
+    client = webui.client()
+    assert client.post(f"{BASE}/networks", json={"name": "other", "sizes": [2048, 640, 1280]}).status_code == 200
+    response = client.post(f"{BASE}/train", json=dict(FAST, network="other", data_dir=str(train_images), steps=2))
     body = poll(client, response.json()["job_id"])
-    assert body["state"] == "failed" and f"(made for {made_for}) and this model (SD1) has attention widths 32, 64, " \
-        "768: none of the network's widths applies" in body["error"], body
+    assert body["state"] == "failed" and "(made for SDXL) and this model (SD1)" in body["error"], body
+    assert encoded == []
 
 
 def test_training_a_network_that_fits_in_part_warns_naming_what_is_left_out(webui, train_images):

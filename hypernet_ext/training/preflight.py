@@ -10,9 +10,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from ..data import count_images
 from ..errors import HypernetError, error_field
+from ..families import family_of, label
 from ..schedules import LRSchedule
-
-FAMILIES = {768: "SD1", 1024: "SD2", 2048: "SDXL"}   # cross-attention width -> the models that have it
 
 
 @dataclass
@@ -59,8 +58,8 @@ def widths_text(network_widths: Sequence[int], model_widths: Sequence[int]) -> T
     fits, outside = [w for w in net if w in model], [w for w in net if w not in model]
     listed = f"the network covers {_join(net)}; the model's attention widths are {_join(model)}"
     if not fits:
-        made_for = sorted({FAMILIES[w] for w in net if w in FAMILIES})
-        hint = f" (it was made for {' or '.join(made_for)})" if made_for else ""
+        made_for = family_of(net)
+        hint = f" (it was made for {label(made_for)})" if made_for else ""
         return listed, (f"{listed}: none fits{hint}. Choose a network made for the loaded model, or create one in the "
                         "Create tab (its widths default to the model's)")
     if outside:

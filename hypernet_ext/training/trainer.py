@@ -36,6 +36,17 @@ from .watch import ROLLBACK, STOP, Watch
 logger = logging.getLogger(__name__)
 
 
+def check_fit_on_host(name: str, network_widths, host) -> Optional[str]:
+    """The warning for a network that fits ``host``'s model only in part (None when it fits whole); TrainingError,
+    naming the family the network was made for, when none of its widths is in the model."""
+    model_widths = {width for _, _, width in attention_modules(host.attention_root())}
+    try:
+        _, warning = check_fit(name, network_widths, model_widths, getattr(host, "family", None))
+    except ValueError as err:
+        raise TrainingError(str(err)) from None
+    return warning
+
+
 class Trainer:
     """Trains ``network`` on ``dataset`` through ``host``; ``train()`` runs (or resumes) the whole job."""
 
@@ -74,11 +85,7 @@ class Trainer:
     def _check_widths(self) -> None:
         """A network with none of the model's widths stops here, naming the family it was made for; one that
         fits only in part trains there and gets a warning naming what is left out."""
-        model_widths = {width for _, _, width in attention_modules(self.host.attention_root())}
-        try:
-            _, warning = check_fit(self.name, self.network.widths, model_widths, getattr(self.host, "family", None))
-        except ValueError as err:
-            raise TrainingError(str(err)) from None
+        warning = check_fit_on_host(self.name, self.network.widths, self.host)
         if warning:
             self.message(f"{warning}; only those widths are trained", warning=True)
 

@@ -21,6 +21,7 @@ from ..training import Trainer, find_lr
 from ..training.jobs import JobStopped as Stopped
 from ..training.jobs import run_job as run_guarded
 from ..training.prompts import cache_conditioning
+from ..training.trainer import check_fit_on_host
 from . import model_state
 from .host import NotSupported, WebuiHost
 from .jobs import JobCallbacks, curve_view
@@ -149,6 +150,7 @@ def _train(session, job, plan, entry, host, finder=None):
             job.add("messages", f"no checkpoint of {entry.name} with its .optim yet; starting from {entry.path}")
         source = newest or entry.path
     network = formats.load(source, map_location="cpu")
+    check_fit_on_host(entry.name, network.widths, host)   # before any image is encoded (the model may have changed)
     job.add("messages", f"{'range test on' if finder else 'training'} {source} (step {network.step})")
 
     def preparing(done, total, what="images"):

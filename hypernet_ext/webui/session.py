@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError
+from ..families import check_fit
 from ..schedules import LRSchedule
 from ..training.preflight import RunCheck, check_request
 from . import settings
@@ -143,6 +144,17 @@ class Session:
         return self._queue(Job(id=secrets.token_hex(6), network=entry.name, task_id="", resume=bool(resume)),
                            plan, entry)
 
+    def _refuse_misfit(self, entry) -> None:
+        """A network with none of the loaded model's widths is refused before it is queued (ConfigError about
+        'network', naming the family it was made for); the job checks again as it starts, before any image is
+        encoded, since the model may change while it waits."""
+        try:
+            check_fit(entry.name, self.library.describe(entry.path).widths, self.model_widths(), self.model_family())
+        except ValueError as err:
+            error = ConfigError(str(err))
+            error.field = "network"
+            raise error from None
+
     def check_training(self, network, data_dir=None, resume: bool = False, **options) -> RunCheck:
         """What a run with these options would do, checked before it starts (training.preflight): the schedule
         in words, the data set counted, the network's widths against the model's; problems instead of errors."""
@@ -159,6 +171,7 @@ class Session:
         return self._queue(job, plan, entry, finder)
 
     def _queue(self, job: Job, plan, entry, finder=None) -> Job:
+        self._refuse_misfit(entry)
         job.task_id = f"task(hypernet-ext-{job.id})"
         with self.lock:
             self.jobs[job.id] = job
