@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from types import SimpleNamespace
 
 import torch
 
 from hypernet_ext import create
 from hypernet_ext.attach import attach, attention_modules
+from hypernet_ext.data import Batch
 from hypernet_ext.optim import build_optimizer
 from hypernet_ext.standalone.demo import build_tiny_ldm
 from hypernet_ext.standalone.ldm_host import LdmHost
@@ -68,7 +68,8 @@ def bench(model_name: str, batch: int, latent: int, iters: int, warmup: int, dev
     network.train()
     optimizer = build_optimizer(params, "AdamW", lr=1e-5)
     runner = StepRunner(host, params, optimizer, precision, dtype, 1, 0)
-    data = SimpleNamespace(latents=latents, prompts=prompts, weights=None)
+    data = Batch(index=0, epoch=0, latents=latents, prompts=prompts, weights=None, paths=[""] * batch,
+                 flipped=[False] * batch)   # the trainer's own micro-batch type
     counter = iter(range(10 ** 9))
 
     def ours():
