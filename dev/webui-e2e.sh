@@ -8,7 +8,8 @@
 # the log again.
 #
 #   bash dev/webui-e2e.sh HARNESS_DIR [--keep]      (WEBUI_PORT defaults to 7861; --keep leaves it installed)
-#   E2E_PARTS="api ui" (default): which of the two scripts run; E2E_SHOT=PNG: the Train sub-tab during the run
+#   E2E_PARTS="api speed ui" (default): which parts run (speed: the training speed again in a freshly started webui,
+#   ours first); E2E_SHOT=PNG: the Train sub-tab during the run
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 HARNESS_DIR [--keep]" >&2; exit 2; }
 H="$(cd "$1" && pwd)"; shift
@@ -21,7 +22,7 @@ NAME=hypernet_ext
 # shellcheck disable=SC1091
 source "$REPO/dev/e2e_common.sh"
 
-PARTS="${E2E_PARTS:-api ui}"
+PARTS="${E2E_PARTS:-api speed ui}"
 RUN="$H/run"
 mkdir -p "$RUN"
 if [[ " $PARTS " == *" ui "* ]]; then
@@ -49,6 +50,14 @@ RC=0
 if [[ " $PARTS " == *" api "* ]]; then
   "$H/venv/bin/python" "$REPO/dev/webui_e2e.py" --url "$WEBUI_URL" --webui "$H/webui" --data "$H/data/hypernet_ext_e2e" \
     --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py" --pid "$(cat "$WEBUI_PIDFILE")" || RC=1
+fi
+if [[ " $PARTS " == *" speed "* ]]; then
+  echo "== training speed in a freshly started webui (ours first)"
+  "$H/stop.sh" >/dev/null
+  "$H/start.sh" --ui-config-file "$RUN/ui-config-ext.json" >/dev/null
+  "$H/venv/bin/python" "$REPO/dev/webui_e2e.py" --url "$WEBUI_URL" --webui "$H/webui" --data "$H/data/hypernet_ext_e2e" \
+    --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py" --pid "$(cat "$WEBUI_PIDFILE")" \
+    --speed-only || RC=1
 fi
 if [[ " $PARTS " == *" ui "* ]]; then
   echo "== the Train tab in headless Chromium"
