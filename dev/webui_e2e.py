@@ -182,7 +182,7 @@ def prompts(api):
 SHORT, LONG = STEPS, STEPS + 100   # a run's fixed costs cancel in the difference of the two
 
 
-def ours_run(api, clock, data, steps, template):
+def ours_run(api, clock, data, template, steps):
     """(wall s, CPU s) of one run of ours from the request to the end, polled every 0.1 s (a step is slower than
     that; finer polling would itself cost webui's process time)."""
     api.post(f"{BASE}/networks", json=dict(SPEED_STRUCTURE, name="e2e_speed_ours", overwrite=True))
@@ -195,7 +195,7 @@ def ours_run(api, clock, data, steps, template):
     return wall1 - wall0, cpu1 - cpu0
 
 
-def native_run(api, clock, data, steps, template):
+def native_run(api, clock, data, template, steps):
     """(wall s, CPU s) of one run of webui's native trainer (its API call returns when the run ends)."""
     name = "e2e_speed_native"
     api.post("/sdapi/v1/create/hypernetwork", json=dict(
