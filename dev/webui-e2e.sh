@@ -46,18 +46,20 @@ rm -f "$RUN/ui-config-ext.json"
 log_check "start-up"
 grep -E "Applying attention optimization|Disabling attention optimization" "$WEBUI_LOG" | tail -1 || true
 
+api_checks() {   # dev/webui_e2e.py against the running webui; extra arguments go to it
+  "$H/venv/bin/python" "$REPO/dev/webui_e2e.py" --url "$WEBUI_URL" --webui "$H/webui" --data "$H/data/hypernet_ext_e2e" \
+    --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py" --pid "$(cat "$WEBUI_PIDFILE")" "$@"
+}
+
 RC=0
 if [[ " $PARTS " == *" api "* ]]; then
-  "$H/venv/bin/python" "$REPO/dev/webui_e2e.py" --url "$WEBUI_URL" --webui "$H/webui" --data "$H/data/hypernet_ext_e2e" \
-    --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py" --pid "$(cat "$WEBUI_PIDFILE")" || RC=1
+  api_checks || RC=1
 fi
 if [[ " $PARTS " == *" speed "* ]]; then
   echo "== training speed in a freshly started webui (ours first)"
   "$H/stop.sh" >/dev/null
   "$H/start.sh" --ui-config-file "$RUN/ui-config-ext.json" >/dev/null
-  "$H/venv/bin/python" "$REPO/dev/webui_e2e.py" --url "$WEBUI_URL" --webui "$H/webui" --data "$H/data/hypernet_ext_e2e" \
-    --python "$H/venv/bin/python" --loader-check "$REPO/dev/webui_loader_check.py" --pid "$(cat "$WEBUI_PIDFILE")" \
-    --speed-only || RC=1
+  api_checks --speed-only || RC=1
 fi
 if [[ " $PARTS " == *" ui "* ]]; then
   echo "== the Train tab in headless Chromium"
